@@ -1,0 +1,128 @@
+"""The batcher alone: when batches close, what they hold, and what never reaches a model."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferpool.wire import Encoding
+from producer.envelope import RequestEnvelope
+from worker.batcher import Batcher, CloseReason
+from worker.offsets import OffsetToken, TopicPartition
+from worker.request import PendingRequest
+
+PARTITION = TopicPartition("requests", 0)
+
+
+def pending(
+    index: int, *, model: str = "echo", fetched: float = 0.0, deadline: float | None = None,
+    partition: TopicPartition = PARTITION,
+) -> PendingRequest:
+    envelope = RequestEnvelope(id=f"r{index}", model=model, inputs=index)
+    return PendingRequest(envelope, index, OffsetToken(partition, 1, index), Encoding.MSGPACK,
+                          fetched, 0, deadline)
+
+
+def test_full_batch_closes_at_once() -> None:
+    batcher = Batcher(max_batch_size=4, max_wait_s=1.0)
+    for index in range(6):
+        batcher.add(pending(index))
+    batch = batcher.take(now=0.0)
+    assert batch is not None
+    assert batch.reason is CloseReason.FULL
+    assert [r.id for r in batch.requests] == ["r0", "r1", "r2", "r3"]
+    assert len(batcher) == 2
+
+
+def test_partial_batch_waits_for_max_wait() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.010)
+    batcher.add(pending(0, fetched=1.000))
+    batcher.add(pending(1, fetched=1.004))
+    assert batcher.take(now=1.009) is None
+    assert batcher.next_due() == 1.010
+    batch = batcher.take(now=1.010)
+    assert batch is not None and batch.reason is CloseReason.WAITED
+    assert [r.id for r in batch.requests] == ["r0", "r1"]
+    assert batcher.next_due() is None and len(batcher) == 0
+
+
+def test_a_deadline_closes_the_batch_early() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=1.0)
+    batcher.observe("echo", 0.050)
+    batcher.add(pending(0, fetched=0.0))
+    batcher.add(pending(1, fetched=0.0, deadline=0.200))
+    assert batcher.next_due() == pytest.approx(0.150)
+    assert batcher.take(now=0.149) is None
+    batch = batcher.take(now=0.1501)
+    assert batch is not None and batch.reason is CloseReason.DEADLINE
+    assert len(batch.requests) == 2
+
+
+def test_expired_requests_never_reach_the_batch() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.0)
+    batcher.add(pending(0, deadline=0.5))
+    batcher.add(pending(1))
+    batch = batcher.take(now=1.0)
+    assert batch is not None
+    assert [r.id for r in batch.expired] == ["r0"]
+    assert [r.id for r in batch.requests] == ["r1"]
+
+
+def test_expired_requests_do_not_count_toward_the_batch_size() -> None:
+    batcher = Batcher(max_batch_size=2, max_wait_s=0.0)
+    batcher.add(pending(0, deadline=0.5))
+    for index in range(1, 4):
+        batcher.add(pending(index))
+    batch = batcher.take(now=1.0)
+    assert batch is not None
+    assert [r.id for r in batch.requests] == ["r1", "r2"] and len(batch.expired) == 1
+
+
+def test_a_batch_never_mixes_models() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.0)
+    for index in range(4):
+        batcher.add(pending(index, model="a" if index % 2 else "b"))
+    first, second = batcher.take(now=1.0), batcher.take(now=1.0)
+    assert first is not None and second is not None
+    assert {r.model for r in first.requests} == {first.model}
+    assert {r.model for r in second.requests} == {second.model}
+    assert {first.model, second.model} == {"a", "b"}
+    assert batcher.take(now=1.0) is None
+
+
+def test_the_most_urgent_model_goes_first() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.010)
+    batcher.add(pending(0, model="late", fetched=0.005))
+    batcher.add(pending(1, model="early", fetched=0.001))
+    batch = batcher.take(now=1.0)
+    assert batch is not None and batch.model == "early"
+
+
+def test_drain_closes_everything_now() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=10.0)
+    batcher.add(pending(0, fetched=0.0))
+    assert batcher.take(now=0.0) is None
+    batch = batcher.take(now=0.0, drain=True)
+    assert batch is not None and batch.reason is CloseReason.DRAIN
+
+
+def test_discard_removes_requests_of_revoked_partitions() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.0)
+    other = TopicPartition("requests", 1)
+    batcher.add(pending(0, deadline=5.0))
+    batcher.add(pending(1, partition=other, deadline=3.0))
+    batcher.add(pending(2))
+    removed = batcher.discard(lambda request: request.token.partition == other)
+    assert [r.id for r in removed] == ["r1"]
+    assert len(batcher) == 2
+    batcher.observe("echo", 0.0)
+    # the removed request's deadline no longer pulls the batch forward
+    batcher.max_wait_s = 100.0
+    assert batcher.next_due() == 5.0
+
+
+def test_batch_ids_are_unique() -> None:
+    batcher = Batcher(max_batch_size=1, max_wait_s=0.0)
+    for index in range(3):
+        batcher.add(pending(index))
+    ids = [batch.id for batch in iter(lambda: batcher.take(now=1.0), None)]
+    assert len(ids) == len(set(ids)) == 3

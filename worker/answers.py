@@ -1,0 +1,81 @@
+"""Answers: the ResultRecord each request ends with (ok, error or expired)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferpool.errors import InferpoolError
+from producer.envelope import now_ms
+from results.record import ErrorInfo, ResultRecord, ResultStatus, Timings
+from worker.intake import Rejection
+from worker.models.base import Model
+from worker.request import PendingRequest
+
+
+def _end_to_end_ms(submitted_ms: int, finished_ms: int) -> float:
+    return float(max(0, finished_ms - submitted_ms)) if submitted_ms else 0.0
+
+
+def _queue_wait_ms(request: PendingRequest) -> float:
+    submitted = request.envelope.submitted_ms
+    return float(max(0, request.fetched_ms - submitted)) if submitted else 0.0
+
+
+class Answers:
+    """Builds results, stamped with this worker's id."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+
+    def for_output(
+        self,
+        request: PendingRequest,
+        model: Model,
+        output: Any,
+        batch_size: int,
+        batch_started: float,
+        inference_s: float,
+    ) -> ResultRecord:
+        finished = now_ms()
+        timings = Timings(
+            queue_wait_ms=_queue_wait_ms(request),
+            batch_wait_ms=max(0.0, (batch_started - request.fetched_monotonic) * 1000),
+            inference_ms=inference_s * 1000,
+            end_to_end_ms=_end_to_end_ms(request.envelope.submitted_ms, finished),
+        )
+        common: dict[str, Any] = {
+            "id": request.id, "model": model.name, "model_version": model.version,
+            "worker": self.worker_id, "batch_size": batch_size, "timings": timings,
+            "finished_ms": finished, "trace": request.traceparent,
+        }
+        if isinstance(output, InferpoolError):
+            return ResultRecord(status=ResultStatus.ERROR,
+                                error=ErrorInfo(output.code, str(output)), **common)
+        return ResultRecord(status=ResultStatus.OK, outputs=output, **common)
+
+    def expired(self, request: PendingRequest) -> ResultRecord:
+        finished = now_ms()
+        return ResultRecord(
+            id=request.id,
+            status=ResultStatus.EXPIRED,
+            error=ErrorInfo("expired", "the request's deadline passed before it could run; "
+                            "submit it again with a later deadline"),
+            model=request.model,
+            worker=self.worker_id,
+            timings=Timings(queue_wait_ms=_queue_wait_ms(request),
+                            end_to_end_ms=_end_to_end_ms(request.envelope.submitted_ms, finished)),
+            finished_ms=finished,
+            trace=request.traceparent,
+        )
+
+    def rejected(self, rejection: Rejection) -> ResultRecord:
+        assert rejection.request_id is not None
+        return ResultRecord(
+            id=rejection.request_id,
+            status=ResultStatus.ERROR,
+            error=ErrorInfo(rejection.error.code, str(rejection.error)),
+            model=rejection.model,
+            worker=self.worker_id,
+            finished_ms=now_ms(),
+            trace=rejection.traceparent,
+        )

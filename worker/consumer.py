@@ -1,0 +1,120 @@
+"""RequestConsumer: the worker's membership in the consumer group, and its fetches.
+
+Auto-commit is off: the worker commits offsets itself once results are stored. Every call
+that waits on the broker is bounded, so a frozen broker cannot hang a drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from inferpool.errors import BrokerUnavailable
+from inferpool.lifecycle import Service
+from inferpool.logs import get_logger
+from inferpool.settings import InferpoolSettings
+from worker.offsets import TopicPartition
+
+log = get_logger("worker.consumer")
+
+PartitionsCallback = Callable[[list[TopicPartition]], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assigned: PartitionsCallback, on_revoked: PartitionsCallback) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        await self._on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        await self._on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
+
+
+class RequestConsumer(Service):
+    def __init__(
+        self,
+        settings: InferpoolSettings,
+        topics: list[str],
+        on_assigned: PartitionsCallback,
+        on_revoked: PartitionsCallback,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._listener = _Listener(on_assigned, on_revoked)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._timeout_s = settings.kafka.request_timeout_ms / 1000
+
+    async def _start(self) -> None:
+        settings = self._settings
+        consumer = AIOKafkaConsumer(
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            **settings.kafka.client_options(),
+        )
+        try:
+            await consumer.start()
+        except KafkaError as error:
+            await consumer.stop()
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {settings.kafka.bootstrap_servers} "
+                f"({type(error).__name__}); check INFERPOOL_KAFKA_BOOTSTRAP_SERVERS"
+            ) from None
+        consumer.subscribe(topics=self._topics, listener=self._listener)
+        self._consumer = consumer
+
+    async def _stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            await asyncio.wait_for(consumer.stop(), self._timeout_s)
+        except (TimeoutError, KafkaError) as error:
+            log.warning("consumer.stop_failed", error=type(error).__name__)
+
+    @property
+    def _client(self) -> AIOKafkaConsumer:
+        self._require_started()
+        assert self._consumer is not None
+        return self._consumer
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]:
+        """Records from every assigned, unpaused partition, in offset order per partition."""
+        try:
+            batches = await self._client.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaConnectionError as error:
+            log.warning("consumer.fetch_failed", error=type(error).__name__)
+            return []
+        return [record for records in batches.values() for record in records]
+
+    def pause_all(self) -> None:
+        self._client.pause(*self._client.assignment())
+
+    def resume_all(self) -> None:
+        paused = self._client.paused()
+        if paused:
+            self._client.resume(*paused)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit; False (logged) when the group moved on or the broker did not answer."""
+        if not offsets:
+            return True
+        from aiokafka.structs import TopicPartition as KafkaTopicPartition
+
+        payload = {KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+        try:
+            await asyncio.wait_for(self._client.commit(payload), self._timeout_s)
+        except (TimeoutError, KafkaError) as error:
+            log.warning("commit.failed", error=type(error).__name__,
+                        partitions=len(offsets))
+            return False
+        return True

@@ -1,0 +1,105 @@
+"""Intake: a fetched Kafka record becomes a PendingRequest, or a Rejection that says why.
+
+Checks, in order: the size limit (before decoding), the content type, the envelope, the
+model, the model's own validation of the inputs. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inferpool.errors import InvalidInput, PayloadTooLarge, RequestError
+from inferpool.wire import Encoding
+from producer.envelope import REQUEST_ID_PATTERN, RequestEnvelope
+from worker.models.base import Model
+from worker.models.registry import ModelRegistry
+from worker.offsets import OffsetToken
+from worker.request import PendingRequest
+
+TRACEPARENT_HEADER = "traceparent"
+
+
+class KafkaRecord(Protocol):
+    """The fields of aiokafka's ConsumerRecord that the worker reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot be served: it gets an error result (when its id is known) and a
+    dead-letter copy."""
+
+    record: KafkaRecord
+    token: OffsetToken
+    request_id: str | None
+    error: RequestError
+    encoding: Encoding
+    model: str | None = None
+    traceparent: str | None = None
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _id_from_key(key: bytes | None) -> str | None:
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if REQUEST_ID_PATTERN.fullmatch(text) else None
+
+
+def _validate(model: Model, envelope: RequestEnvelope) -> Any:
+    try:
+        return model.validate(envelope.inputs, envelope.params)
+    except RequestError:
+        raise
+    except Exception as error:  # a model's own check failing is still this request's problem
+        raise InvalidInput(f"model {model.name!r} rejected the inputs: {error}") from None
+
+
+class Intake:
+    def __init__(self, registry: ModelRegistry, max_request_bytes: int) -> None:
+        self._registry = registry
+        self._max_request_bytes = max_request_bytes
+
+    def admit(
+        self, record: KafkaRecord, token: OffsetToken, now_monotonic: float, now_ms: int
+    ) -> PendingRequest | Rejection:
+        raw_trace = _header(record.headers, TRACEPARENT_HEADER)
+        traceparent = raw_trace.decode("ascii", "replace")[:128] if raw_trace else None
+        encoding = Encoding.MSGPACK
+        envelope: RequestEnvelope | None = None
+        try:
+            encoding = Encoding.from_headers(record.headers or ())
+            value = record.value or b""
+            if len(value) > self._max_request_bytes:
+                raise PayloadTooLarge(
+                    f"request is {len(value)} bytes; the limit is {self._max_request_bytes} "
+                    "(INFERPOOL_MAX_REQUEST_BYTES)"
+                )
+            envelope = RequestEnvelope.decode(value, encoding)
+            model = self._registry.get(envelope.model)
+            item = _validate(model, envelope)
+        except RequestError as error:
+            request_id = envelope.id if envelope is not None else _id_from_key(record.key)
+            return Rejection(record, token, request_id, error, encoding,
+                             envelope.model if envelope else None, traceparent)
+        deadline = None
+        if envelope.deadline_ms is not None:
+            deadline = now_monotonic + (envelope.deadline_ms - now_ms) / 1000.0
+        return PendingRequest(envelope, item, token, encoding, now_monotonic, now_ms, deadline,
+                              traceparent)

@@ -1,0 +1,295 @@
+"""Worker: one member of the pool's consumer group. Wires the helpers together:
+
+    RequestConsumer --records--> Intake --PendingRequest--> Batcher --Batch--> ModelRunner
+          ^                        | Rejection                                  |
+          |                        v                                            v
+    OffsetTracker <--answered-- ResultSink (Redis) + DeadLetterSink <----- Answers
+
+Three tasks run while started: fetching, batching, committing. Shutdown order (``stop()``,
+called by the entry point on SIGTERM): stop fetching; close every queued request into a
+batch and run it; store the results; commit; leave the group; close the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from inferpool.errors import BrokerUnavailable, InferpoolError
+from inferpool.lifecycle import Service
+from inferpool.logs import get_logger
+from inferpool.settings import InferpoolSettings
+from inferpool.wire import Encoding
+from producer.envelope import now_ms
+from producer.topics import ensure_topics
+from results.keys import ResultKeys
+from results.record import ResultRecord
+from results.writer import ResultWriter
+from worker.answers import Answers
+from worker.batcher import Batch, Batcher
+from worker.consumer import RequestConsumer
+from worker.dead_letter import DeadLetterSink
+from worker.intake import Intake, KafkaRecord, Rejection
+from worker.models.registry import ModelRegistry
+from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
+from worker.request import PendingRequest
+from worker.result_sink import ResultSink
+from worker.runner import ModelRunner
+
+log = get_logger("worker")
+
+FETCH_TIMEOUT_MS = 100
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker(Service):
+    def __init__(self, settings: InferpoolSettings, registry: ModelRegistry | None = None) -> None:
+        self.settings = settings
+        self.id = settings.worker_id or default_worker_id()
+        self.registry = registry
+        self.assigned = asyncio.Event()  # set once the group gave this worker partitions
+        self.failed: BaseException | None = None
+        self.closed = asyncio.Event()  # set when a loop died: the entry point should stop
+        self._tracker = OffsetTracker()
+        self._batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000)
+        self._answers = Answers(self.id)
+        self._arrived = asyncio.Event()
+        self._in_flight: Counter[TopicPartition] = Counter()  # taken out of the batcher
+        self._settled = asyncio.Condition()
+        self._commit_lock = asyncio.Lock()
+        self._fetching = True
+        self._draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        settings = self.settings
+        try:
+            if self.registry is None:
+                self.registry = await asyncio.to_thread(ModelRegistry.from_specs, settings.models)
+            topics = sorted({settings.topic_for(name) for name in self.registry.names()})
+            if settings.create_topics:
+                await ensure_topics(settings.kafka, [*topics, settings.dead_letter_topic],
+                                    settings.request_topic_partitions,
+                                    settings.request_topic_replication)
+            self._intake = Intake(self.registry, settings.max_request_bytes)
+            writer = ResultWriter(settings.redis, ResultKeys(settings.result_key_prefix),
+                                  settings.result_ttl_s)
+            self._sink = ResultSink(await self._stack.enter_async_context(writer))
+            self._dead_letters = await self._stack.enter_async_context(
+                DeadLetterSink(settings.kafka, settings.dead_letter_topic))
+            self._runner = await self._stack.enter_async_context(ModelRunner())
+            self._consumer = await self._stack.enter_async_context(
+                RequestConsumer(settings, topics, self._on_assigned, self._on_revoked))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        for loop in (self._fetch_loop, self._batch_loop, self._commit_loop):
+            task = asyncio.create_task(loop(), name=f"inferpool-{loop.__name__.strip('_')}")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+        log.info("worker.started", worker=self.id, topics=topics, group=settings.consumer_group,
+                 models=self.registry.names())
+
+    async def _stop(self) -> None:
+        log.info("worker.draining", worker=self.id, queued=len(self._batcher))
+        fetch, batch, commit = self._tasks
+        self._fetching = False
+        try:
+            await asyncio.wait_for(self._finish(fetch, batch), self.settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning("worker.drain_timeout", worker=self.id, queued=len(self._batcher))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._commit()
+        await self._stack.aclose()
+        log.info("worker.stopped", worker=self.id)
+
+    async def _finish(self, fetch: asyncio.Task[None], batch: asyncio.Task[None]) -> None:
+        await asyncio.gather(fetch, return_exceptions=True)
+        self._draining = True
+        self._arrived.set()
+        await asyncio.gather(batch, return_exceptions=True)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failed = task.exception()
+        log.error("worker.task_failed", task=task.get_name(), error=repr(self.failed))
+        self.closed.set()
+
+    # --- rebalance ----------------------------------------------------------------------
+
+    async def _on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self._tracker.assign(partitions)
+        log.info("rebalance.assigned", worker=self.id, partitions=[list(p) for p in partitions])
+        self.assigned.set()
+
+    async def _on_revoked(self, partitions: list[TopicPartition]) -> None:
+        revoked = set(partitions)
+        dropped = self._batcher.discard(lambda request: request.token.partition in revoked)
+        try:
+            async with self._settled:
+                await asyncio.wait_for(
+                    self._settled.wait_for(lambda: not any(self._in_flight[p] for p in revoked)),
+                    self.settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning("rebalance.in_flight_abandoned", worker=self.id)
+        await self._commit(partitions)
+        self._tracker.revoke(partitions)
+        log.info("rebalance.revoked", worker=self.id, partitions=[list(p) for p in partitions],
+                 left_for_next_owner=len(dropped))
+
+    # --- fetching -----------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        max_records = self.settings.max_batch_size * 4
+        paused = False
+        while self._fetching:
+            full = self._tracker.unanswered() >= self.settings.max_inflight_requests
+            if full != paused:
+                (self._consumer.pause_all if full else self._consumer.resume_all)()
+                paused = full
+            records = await self._consumer.fetch(FETCH_TIMEOUT_MS, max_records)
+            if records:
+                await self._admit(records)
+
+    async def _admit(self, records: Sequence[KafkaRecord]) -> None:
+        now_monotonic, wall_ms = time.monotonic(), now_ms()
+        rejections: list[Rejection] = []
+        expired: list[PendingRequest] = []
+        admitted: list[PendingRequest] = []
+        for record in records:
+            token = self._tracker.track(TopicPartition(record.topic, record.partition),
+                                        record.offset)
+            outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
+            if isinstance(outcome, Rejection):
+                rejections.append(outcome)
+            elif outcome.expired(now_monotonic):
+                expired.append(outcome)
+            else:
+                admitted.append(outcome)
+        for request in admitted:
+            self._batcher.add(request)
+        if admitted:
+            self._arrived.set()
+            await self._sink.mark_accepted([request.id for request in admitted])
+        if rejections or expired:
+            await self._answer_at_once(rejections, expired)
+
+    async def _answer_at_once(self, rejections: list[Rejection], expired: list[PendingRequest]) -> None:
+        tokens = [r.token for r in rejections] + [r.token for r in expired]
+        async with self._holding(tokens):
+            await self._send_dead_letters(rejections)
+            results = [(self._answers.rejected(r), r.encoding) for r in rejections if r.request_id]
+            results += [(self._answers.expired(r), r.encoding) for r in expired]
+            await self._sink.store(results)
+        for rejection in rejections:
+            log.info("request.rejected", request_id=rejection.request_id,
+                     code=rejection.error.code, error=str(rejection.error),
+                     partition=rejection.record.partition, offset=rejection.record.offset)
+        if expired:
+            log.info("request.expired", request_ids=[r.id for r in expired])
+
+    async def _send_dead_letters(self, rejections: list[Rejection]) -> None:
+        backoff = 0.05
+        while rejections:
+            try:
+                await self._dead_letters.send(rejections)
+                return
+            except BrokerUnavailable as error:
+                log.warning("dead_letter.retry", error=str(error), backoff_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    # --- batching -----------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        while True:
+            self._arrived.clear()
+            now = time.monotonic()
+            batch = self._batcher.take(now, drain=self._draining)
+            if batch is not None:
+                await self._run(batch)
+                continue
+            if self._draining:
+                return
+            due = self._batcher.next_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(),
+                                       None if due is None else max(0.0, due - now))
+
+    async def _run(self, batch: Batch) -> None:
+        assert self.registry is not None
+        model = self.registry.get(batch.model)
+        requests = batch.requests
+        async with self._holding([r.token for r in requests + batch.expired]):
+            results: list[tuple[ResultRecord, Encoding]] = []
+            if requests:
+                started = time.monotonic()
+                outcome = await self._runner.run(model, [r.item for r in requests])
+                self._batcher.observe(model.name, outcome.seconds)
+                results = [
+                    (self._answers.for_output(r, model, output, len(requests), started,
+                                              outcome.seconds), r.encoding)
+                    for r, output in zip(requests, outcome.outputs, strict=True)
+                ]
+            results += [(self._answers.expired(r), r.encoding) for r in batch.expired]
+            await self._sink.store(results)
+        log.debug("batch.done", worker=self.id, batch_id=batch.id, model=model.name,
+                  size=len(requests), expired=len(batch.expired), reason=batch.reason.value,
+                  request_ids=[r.id for r in requests])
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, tokens: Iterable[OffsetToken]) -> AsyncIterator[None]:
+        """Count tokens as in flight while their results are computed and stored; once
+        stored, answer them in the tracker (their offsets may be committed)."""
+        held = list(tokens)
+        for token in held:
+            self._in_flight[token.partition] += 1
+        stored = False
+        try:
+            yield
+            stored = True
+        finally:
+            for token in held:
+                self._in_flight[token.partition] -= 1
+                if stored:
+                    self._tracker.answer(token)
+            async with self._settled:
+                self._settled.notify_all()
+
+    # --- committing ---------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = max(self.settings.commit_interval_ms / 1000, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            await self._commit()
+
+    async def _commit(self, partitions: list[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets = self._tracker.committable(partitions)
+            if offsets and await self._consumer.commit(offsets):
+                self._tracker.committed(offsets)
+
+    # --- introspection (tests, health) --------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {"queued": len(self._batcher), "unanswered": self._tracker.unanswered(),
+                "assigned": [list(p) for p in self._tracker.assigned()]}
+
+
+__all__ = ["InferpoolError", "Worker"]

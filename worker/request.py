@@ -1,0 +1,33 @@
+"""PendingRequest: one admitted request on its way through the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from inferpool.wire import Encoding
+from producer.envelope import RequestEnvelope
+from worker.offsets import OffsetToken
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    envelope: RequestEnvelope
+    item: Any  # what the model's validate() returned
+    token: OffsetToken
+    encoding: Encoding  # the result is stored in the request's encoding
+    fetched_monotonic: float
+    fetched_ms: int
+    deadline_monotonic: float | None  # the envelope's deadline on this host's monotonic clock
+    traceparent: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def model(self) -> str:
+        return self.envelope.model
+
+    def expired(self, now_monotonic: float) -> bool:
+        return self.deadline_monotonic is not None and now_monotonic >= self.deadline_monotonic

@@ -1,0 +1,48 @@
+"""ResultSink: stores results, retrying with backoff while Redis is unavailable.
+
+Nothing is committed for a batch until its results are stored, so while Redis is down
+the worker holds its batch, stops taking new ones (back-pressure pauses fetching), and
+resumes where it was once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from inferpool.errors import ResultStoreUnavailable
+from inferpool.logs import get_logger
+from inferpool.wire import Encoding
+from results.record import ResultRecord
+from results.writer import ResultWriter
+
+log = get_logger("worker.result_sink")
+
+INITIAL_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+
+
+class ResultSink:
+    def __init__(self, writer: ResultWriter) -> None:
+        self._writer = writer
+
+    async def store(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+        """Store every result; retries until Redis answers (cancel to give up)."""
+        backoff = INITIAL_BACKOFF_S
+        attempt = 1
+        while True:
+            try:
+                return await self._writer.write(results)
+            except ResultStoreUnavailable as error:
+                log.warning("results.store_retry", attempt=attempt, backoff_s=backoff,
+                            error=str(error), results=len(results))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                attempt += 1
+
+    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+        """Best effort: a missing marker only makes a pending request look unknown."""
+        try:
+            await self._writer.mark_accepted(request_ids)
+        except ResultStoreUnavailable as error:
+            log.warning("results.accept_mark_failed", error=str(error), requests=len(request_ids))
