@@ -33,5 +33,7 @@ def configure_logging(level: str = "info", log_format: str = "json") -> None:
 
 
 def get_logger(component: str, **fields: Any) -> Any:
-    """A logger bound to one component, e.g. ``get_logger("worker.batcher")``."""
-    return structlog.get_logger(component).bind(component=component, **fields)
+    """A logger bound to one component, e.g. ``get_logger("worker.batcher")``.
+
+    Lazy: safe at module level, it takes the configuration in force at its first use."""
+    return structlog.get_logger(component=component, **fields)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
+
+import testing_models
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -87,3 +94,90 @@ async def wait_until_committed(settings: InferpoolSettings, total: int,
     async with asyncio.timeout(timeout_s):
         while await committed_total(settings) < total:
             await asyncio.sleep(0.1)
+
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+
+def worker_environment(settings: InferpoolSettings, models: str, call_log: Path) -> dict[str, str]:
+    """The environment a worker process reads: the same settings, as INFERPOOL_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
+    env.update({
+        "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERPOOL_REDIS_URL": settings.redis.url,
+        "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
+        "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
+        "INFERPOOL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
+        "INFERPOOL_RESULT_KEY_PREFIX": settings.result_key_prefix,
+        "INFERPOOL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+        "INFERPOOL_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+        "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
+        "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
+        "INFERPOOL_MODELS": models,
+        "INFERPOOL_LOG_FORMAT": "json",
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
+        testing_models.CALL_LOG_ENV: str(call_log),
+    })
+    return env
+
+
+class WorkerProcess:
+    """``inferpool worker`` in a child process, its JSON log in a file."""
+
+    def __init__(self, settings: InferpoolSettings, workdir: Path, name: str,
+                 models: str = "echo=testing_models:recording_echo") -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.call_log = workdir / "calls.jsonl"
+        self._env = worker_environment(settings, models, self.call_log)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "inferpool", "worker"], env=self._env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+    async def wait_for_event(self, name: str, timeout_s: float = 30.0,
+                             after: int = 0) -> dict[str, Any]:
+        """The first event called ``name`` past the ``after``-th event (polls the log)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for event in self.events()[after:]:
+                    if event.get("event") == name:
+                        return event
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"{self.name} exited:\n{self.log_path.read_text()}")
+                await asyncio.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def wait_exit(self, timeout_s: float = 30.0) -> int:
+        assert self.process is not None
+        async with asyncio.timeout(timeout_s):
+            while (code := self.process.poll()) is None:
+                await asyncio.sleep(0.05)
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def read_calls(path: Path) -> list[Any]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
