@@ -1,0 +1,19 @@
+"""Results: where each request's answer is stored (Redis), and how to read or wait for it."""
+
+from results.keys import ResultKeys
+from results.reader import Lookup, RequestState, ResultReader, SyncResultReader
+from results.record import ErrorInfo, ResultRecord, ResultStatus, Timings
+from results.writer import ResultWriter
+
+__all__ = [
+    "ErrorInfo",
+    "Lookup",
+    "RequestState",
+    "ResultKeys",
+    "ResultReader",
+    "ResultRecord",
+    "ResultStatus",
+    "ResultWriter",
+    "SyncResultReader",
+    "Timings",
+]

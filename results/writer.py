@@ -1,0 +1,125 @@
+"""ResultWriter: stores a batch of results in one Redis round trip and tells the waiters.
+
+Each result is written once (``SET NX``, with a TTL) under ``ResultKeys.result(id)``; a
+second write for the same id never replaces the first. After the write the id's done
+channel gets a ``PUBLISH``: a hint for waiting readers, the key stays the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from inferpool.errors import ConfigurationError, ResultStoreUnavailable
+from inferpool.lifecycle import Service
+from inferpool.logs import get_logger
+from inferpool.settings import RedisSettings
+from inferpool.wire import Encoding
+from results.keys import ResultKeys
+from results.record import ResultRecord
+
+#: What a lost, refused or timed-out Redis connection raises.
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+def open_redis(settings: RedisSettings) -> Redis:
+    """A client for ``settings`` that does not retry on its own: our callers decide that.
+
+    Its one exception: a command sent on a pooled connection that Redis had closed is sent
+    again at once, on a new connection. redis-py >= 8 (RESP3) no longer checks a pooled
+    connection before use, so without this every idle connection fails one command after
+    a Redis restart. A timeout is never retried.
+    """
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+    options: dict[str, Any] = {"retry": retry, **settings.client_options()}
+    return Redis.from_url(settings.url, **options)
+
+
+def credentials_refused(action: str) -> ConfigurationError:
+    """Redis said no to our user/password: retrying will not help, the settings must change."""
+    return ConfigurationError(
+        f"Redis refused our credentials during {action}; check the user and password in "
+        "INFERPOOL_REDIS_URL (or INFERPOOL_REDIS_USERNAME / INFERPOOL_REDIS_PASSWORD)"
+    )
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Raise a lost connection as ResultStoreUnavailable, without the URL or password."""
+    try:
+        yield
+    except redis.exceptions.AuthenticationError:
+        raise credentials_refused(action) from None
+    except STORE_ERRORS as error:
+        raise ResultStoreUnavailable(
+            f"result store (Redis) unavailable during {action}: {type(error).__name__}; "
+            "check that Redis is up and INFERPOOL_REDIS_URL points at it, then retry"
+        ) from error
+
+
+class ResultWriter(Service):
+    """Writes results and 'accepted' markers, each with the given TTL."""
+
+    def __init__(self, redis: RedisSettings, keys: ResultKeys, ttl_s: int) -> None:
+        if ttl_s <= 0:
+            raise ConfigurationError(f"result ttl must be > 0 seconds, got {ttl_s}")
+        self._settings = redis
+        self._keys = keys
+        self._ttl_s = ttl_s
+        self._redis: Redis | None = None
+        self._log = get_logger("results.writer")
+
+    async def _start(self) -> None:
+        self._redis = open_redis(self._settings)
+
+    async def _stop(self) -> None:
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
+
+    def _client(self) -> Redis:
+        self._require_started()
+        assert self._redis is not None
+        return self._redis
+
+    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+        """Store each result unless its id has one already; return how many were new.
+
+        One round trip for the whole batch, no retry loop: on ResultStoreUnavailable the
+        caller retries (that is safe: a result already stored stays as it is).
+        """
+        client = self._client()
+        if not results:
+            return 0
+        encoded = [(record.id, record.encode(encoding)) for record, encoding in results]
+        pipe = client.pipeline(transaction=False)
+        for request_id, value in encoded:
+            pipe.set(self._keys.result(request_id), value, nx=True, ex=self._ttl_s)
+            pipe.publish(self._keys.done_channel(request_id), b"1")
+        with store_errors("result write"):
+            replies = await pipe.execute()
+        written = sum(1 for reply in replies[0::2] if reply)
+        self._log.debug("results.written", results=len(encoded), new=written)
+        return written
+
+    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+        """Record that a worker has taken these requests: readers then see them as pending."""
+        client = self._client()
+        if not request_ids:
+            return
+        pipe = client.pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.set(self._keys.accepted(request_id), b"1", nx=True, ex=self._ttl_s)
+        with store_errors("accepted marker write"):
+            await pipe.execute()
+        self._log.debug("results.accepted", requests=len(request_ids))
