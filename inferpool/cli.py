@@ -1,4 +1,4 @@
-"""The ``inferpool`` console command: ``worker``, ``submit``, ``result``.
+"""The ``inferpool`` console command: ``worker``, ``submit``, ``result``, ``up``.
 
 This module is the top of the dependency graph: it imports the subcommands of the three
 packages. Settings are read once here and passed to the subcommand.
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     import producer.cli
     import results.cli
     import worker.cli
+    from inferpool import up
 
     parser = argparse.ArgumentParser(
         prog="inferpool",
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.cli.register(subparsers)
     producer.cli.register(subparsers)
     results.cli.register(subparsers)
+    up.register(subparsers)
     return parser
 
 

@@ -83,7 +83,10 @@ class EmbeddedProcess:
             raise ConfigurationError(f"{self.name}: port {self.port} on {LOOPBACK} is taken")
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
@@ -151,8 +154,16 @@ class EmbeddedBroker(EmbeddedProcess):
 
     def command(self) -> list[str]:
         url = f"tcp://{LOOPBACK}:{self.port}"
-        return [str(tansu_binary()), "broker", "--listener-url", url,
-                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     def ready(self) -> bool:
         if not port_is_taken(self.port):
@@ -162,8 +173,9 @@ class EmbeddedBroker(EmbeddedProcess):
     async def _metadata_answers(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                    request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+        )
         try:
             await admin.start()
             await admin.list_topics()
@@ -179,8 +191,9 @@ class EmbeddedRedis(EmbeddedProcess):
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, appendonly: bool = False
+    ) -> None:
         super().__init__(port, workdir)
         self.appendonly = appendonly
 
@@ -192,9 +205,21 @@ class EmbeddedRedis(EmbeddedProcess):
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigurationError("redis-server is not installed (apt-get install redis-server)")
-        return [binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--dir", str(self.workdir), "--protected-mode", "yes"]
+        return [
+            binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "yes",
+        ]
 
     def ready(self) -> bool:
         try:

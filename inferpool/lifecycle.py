@@ -38,8 +38,10 @@ class Service:
 
     async def start(self) -> None:
         if self._state is not _State.CREATED:
-            raise LifecycleError(f"{type(self).__name__} was already {self._state.value}; "
-                                 "create a new one instead of starting it again")
+            raise LifecycleError(
+                f"{type(self).__name__} was already {self._state.value}; "
+                "create a new one instead of starting it again"
+            )
         await self._start()
         self._state = _State.STARTED
 
@@ -52,8 +54,10 @@ class Service:
 
     def _require_started(self) -> None:
         if self._state is not _State.STARTED:
-            raise LifecycleError(f"{type(self).__name__} is {self._state.value}, not started; "
-                                 "use it inside 'async with'")
+            raise LifecycleError(
+                f"{type(self).__name__} is {self._state.value}, not started; "
+                "use it inside 'async with'"
+            )
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -69,5 +73,8 @@ class Service:
 
     def __del__(self) -> None:
         if self._state is _State.STARTED:
-            warnings.warn(f"unclosed {type(self).__name__}; call stop() or use 'async with'",
-                          ResourceWarning, stacklevel=1)
+            warnings.warn(
+                f"unclosed {type(self).__name__}; call stop() or use 'async with'",
+                ResourceWarning,
+                stacklevel=1,
+            )

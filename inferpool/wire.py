@@ -52,7 +52,9 @@ class Encoding(enum.Enum):
         return self.value.encode()
 
     @classmethod
-    def from_headers(cls, headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]) -> Encoding:
+    def from_headers(
+        cls, headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]
+    ) -> Encoding:
         """The encoding a Kafka record declares; msgpack when it declares none."""
         for key, value in headers:
             if key.lower() == CONTENT_TYPE_HEADER:
@@ -61,7 +63,8 @@ class Encoding(enum.Enum):
                     if encoding.value == text:
                         return encoding
                 raise MalformedRequest(
-                    f"unsupported content-type {text!r}; use application/msgpack or application/json"
+                    f"unsupported content-type {text!r}; "
+                    "use application/msgpack or application/json"
                 )
         return cls.MSGPACK
 
@@ -98,7 +101,11 @@ class WireTensor:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WireTensor):
             return NotImplemented
-        return (self.dtype, self.shape, bytes(self.data)) == (other.dtype, other.shape, bytes(other.data))
+        return (self.dtype, self.shape, bytes(self.data)) == (
+            other.dtype,
+            other.shape,
+            bytes(other.data),
+        )
 
     def __hash__(self) -> int:
         return hash((self.dtype, self.shape, bytes(self.data)))
@@ -109,7 +116,11 @@ class WireTensor:
 
         contiguous = tensor.detach().to("cpu").contiguous()
         dtype = str(contiguous.dtype).removeprefix("torch.")
-        raw = contiguous.view(torch.uint8) if contiguous.dim() else contiguous.reshape(1).view(torch.uint8)
+        raw = (
+            contiguous.view(torch.uint8)
+            if contiguous.dim()
+            else contiguous.reshape(1).view(torch.uint8)
+        )
         return cls(dtype, tuple(contiguous.shape), raw.numpy().tobytes())
 
     def to_torch(self) -> torch.Tensor:

@@ -12,7 +12,9 @@ from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.settings import InferpoolSettings
 
 
-def _dump_log_on_failure(request: pytest.FixtureRequest, process: EmbeddedBroker | EmbeddedRedis) -> None:
+def _dump_log_on_failure(
+    request: pytest.FixtureRequest, process: EmbeddedBroker | EmbeddedRedis
+) -> None:
     if request.session.testsfailed:
         print(f"\n----- {process.name} log (last lines) -----\n{process.log_tail()}")
 
@@ -42,7 +44,9 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, redis_server: EmbeddedRedis, namespace: str) -> InferpoolSettings:
+def settings(
+    broker: EmbeddedBroker, redis_server: EmbeddedRedis, namespace: str
+) -> InferpoolSettings:
     """Settings pointing at the session's broker and Redis, isolated to this test."""
     return InferpoolSettings(
         _env_file=None,

@@ -52,8 +52,9 @@ class VectorModel(ListModel):
         if not isinstance(inputs, WireTensor):
             raise InvalidInput("vector expects a tensor")
         if inputs.dtype != "float32" or inputs.shape != (4,):
-            raise InvalidInput(f"vector expects float32 of shape (4,), got {inputs.dtype} "
-                               f"{list(inputs.shape)}")
+            raise InvalidInput(
+                f"vector expects float32 of shape (4,), got {inputs.dtype} {list(inputs.shape)}"
+            )
         return inputs.to_torch()
 
     def collate(self, items: Sequence[Any]) -> Any:

@@ -44,13 +44,19 @@ class Answers:
             end_to_end_ms=_end_to_end_ms(request.envelope.submitted_ms, finished),
         )
         common: dict[str, Any] = {
-            "id": request.id, "model": model.name, "model_version": model.version,
-            "worker": self.worker_id, "batch_size": batch_size, "timings": timings,
-            "finished_ms": finished, "trace": request.traceparent,
+            "id": request.id,
+            "model": model.name,
+            "model_version": model.version,
+            "worker": self.worker_id,
+            "batch_size": batch_size,
+            "timings": timings,
+            "finished_ms": finished,
+            "trace": request.traceparent,
         }
         if isinstance(output, InferpoolError):
-            return ResultRecord(status=ResultStatus.ERROR,
-                                error=ErrorInfo(output.code, str(output)), **common)
+            return ResultRecord(
+                status=ResultStatus.ERROR, error=ErrorInfo(output.code, str(output)), **common
+            )
         return ResultRecord(status=ResultStatus.OK, outputs=output, **common)
 
     def expired(self, request: PendingRequest) -> ResultRecord:
@@ -58,12 +64,17 @@ class Answers:
         return ResultRecord(
             id=request.id,
             status=ResultStatus.EXPIRED,
-            error=ErrorInfo("expired", "the request's deadline passed before it could run; "
-                            "submit it again with a later deadline"),
+            error=ErrorInfo(
+                "expired",
+                "the request's deadline passed before it could run; "
+                "submit it again with a later deadline",
+            ),
             model=request.model,
             worker=self.worker_id,
-            timings=Timings(queue_wait_ms=_queue_wait_ms(request),
-                            end_to_end_ms=_end_to_end_ms(request.envelope.submitted_ms, finished)),
+            timings=Timings(
+                queue_wait_ms=_queue_wait_ms(request),
+                end_to_end_ms=_end_to_end_ms(request.envelope.submitted_ms, finished),
+            ),
             finished_ms=finished,
             trace=request.traceparent,
         )

@@ -26,8 +26,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    fields = {"models": args.models, "max_batch_size": args.max_batch_size,
-              "max_wait_ms": args.max_wait_ms}
+    fields = {
+        "models": args.models,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+    }
     return {name: value for name, value in fields.items() if value is not None}
 
 

@@ -110,11 +110,12 @@ class RequestConsumer(Service):
             return True
         from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
-        payload = {KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+        payload = {
+            KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
+        }
         try:
             await asyncio.wait_for(self._client.commit(payload), self._timeout_s)
         except (TimeoutError, KafkaError) as error:
-            log.warning("commit.failed", error=type(error).__name__,
-                        partitions=len(offsets))
+            log.warning("commit.failed", error=type(error).__name__, partitions=len(offsets))
             return False
         return True

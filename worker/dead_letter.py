@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -40,8 +41,9 @@ class DeadLetterSink(Service):
         self._producer: AIOKafkaProducer | None = None
 
     async def _start(self) -> None:
-        producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=2,
-                                    **self._kafka.client_options())
+        producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=False, linger_ms=2, **self._kafka.client_options()
+        )
         try:
             await producer.start()
         except KafkaError as error:
@@ -55,10 +57,8 @@ class DeadLetterSink(Service):
     async def _stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
+            with contextlib.suppress(TimeoutError, KafkaError):
                 await asyncio.wait_for(producer.stop(), self._kafka.request_timeout_ms / 1000)
-            except (TimeoutError, KafkaError):
-                pass
 
     async def send(self, rejections: Sequence[Rejection]) -> None:
         """Send every copy and wait for the broker's acknowledgements."""
@@ -67,13 +67,16 @@ class DeadLetterSink(Service):
         try:
             deliveries = [
                 await self._producer.send(
-                    self._topic, value=rejection.record.value, key=rejection.record.key,
+                    self._topic,
+                    value=rejection.record.value,
+                    key=rejection.record.key,
                     headers=dead_letter_headers(rejection),
                 )
                 for rejection in rejections
             ]
-            await asyncio.wait_for(asyncio.gather(*deliveries),
-                                   self._kafka.request_timeout_ms / 1000)
+            await asyncio.wait_for(
+                asyncio.gather(*deliveries), self._kafka.request_timeout_ms / 1000
+            )
         except (TimeoutError, KafkaError) as error:
             raise BrokerUnavailable(
                 f"dead-letter topic {self._topic!r} did not acknowledge ({type(error).__name__})"

@@ -96,10 +96,18 @@ class Intake:
             item = _validate(model, envelope)
         except RequestError as error:
             request_id = envelope.id if envelope is not None else _id_from_key(record.key)
-            return Rejection(record, token, request_id, error, encoding,
-                             envelope.model if envelope else None, traceparent)
+            return Rejection(
+                record,
+                token,
+                request_id,
+                error,
+                encoding,
+                envelope.model if envelope else None,
+                traceparent,
+            )
         deadline = None
         if envelope.deadline_ms is not None:
             deadline = now_monotonic + (envelope.deadline_ms - now_ms) / 1000.0
-        return PendingRequest(envelope, item, token, encoding, now_monotonic, now_ms, deadline,
-                              traceparent)
+        return PendingRequest(
+            envelope, item, token, encoding, now_monotonic, now_ms, deadline, traceparent
+        )

@@ -80,18 +80,24 @@ class Worker(Service):
                 self.registry = await asyncio.to_thread(ModelRegistry.from_specs, settings.models)
             topics = sorted({settings.topic_for(name) for name in self.registry.names()})
             if settings.create_topics:
-                await ensure_topics(settings.kafka, [*topics, settings.dead_letter_topic],
-                                    settings.request_topic_partitions,
-                                    settings.request_topic_replication)
+                await ensure_topics(
+                    settings.kafka,
+                    [*topics, settings.dead_letter_topic],
+                    settings.request_topic_partitions,
+                    settings.request_topic_replication,
+                )
             self._intake = Intake(self.registry, settings.max_request_bytes)
-            writer = ResultWriter(settings.redis, ResultKeys(settings.result_key_prefix),
-                                  settings.result_ttl_s)
+            writer = ResultWriter(
+                settings.redis, ResultKeys(settings.result_key_prefix), settings.result_ttl_s
+            )
             self._sink = ResultSink(await self._stack.enter_async_context(writer))
             self._dead_letters = await self._stack.enter_async_context(
-                DeadLetterSink(settings.kafka, settings.dead_letter_topic))
+                DeadLetterSink(settings.kafka, settings.dead_letter_topic)
+            )
             self._runner = await self._stack.enter_async_context(ModelRunner())
             self._consumer = await self._stack.enter_async_context(
-                RequestConsumer(settings, topics, self._on_assigned, self._on_revoked))
+                RequestConsumer(settings, topics, self._on_assigned, self._on_revoked)
+            )
         except BaseException:
             await self._stack.aclose()
             raise
@@ -99,12 +105,17 @@ class Worker(Service):
             task = asyncio.create_task(loop(), name=f"inferpool-{loop.__name__.strip('_')}")
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
-        log.info("worker.started", worker=self.id, topics=topics, group=settings.consumer_group,
-                 models=self.registry.names())
+        log.info(
+            "worker.started",
+            worker=self.id,
+            topics=topics,
+            group=settings.consumer_group,
+            models=self.registry.names(),
+        )
 
     async def _stop(self) -> None:
         log.info("worker.draining", worker=self.id, queued=len(self._batcher))
-        fetch, batch, commit = self._tasks
+        fetch, batch, _commit = self._tasks
         self._fetching = False
         try:
             await asyncio.wait_for(self._finish(fetch, batch), self.settings.drain_timeout_s)
@@ -144,13 +155,18 @@ class Worker(Service):
             async with self._settled:
                 await asyncio.wait_for(
                     self._settled.wait_for(lambda: not any(self._in_flight[p] for p in revoked)),
-                    self.settings.drain_timeout_s)
+                    self.settings.drain_timeout_s,
+                )
         except TimeoutError:
             log.warning("rebalance.in_flight_abandoned", worker=self.id)
         await self._commit(partitions)
         self._tracker.revoke(partitions)
-        log.info("rebalance.revoked", worker=self.id, partitions=[list(p) for p in partitions],
-                 left_for_next_owner=len(dropped))
+        log.info(
+            "rebalance.revoked",
+            worker=self.id,
+            partitions=[list(p) for p in partitions],
+            left_for_next_owner=len(dropped),
+        )
 
     # --- fetching -----------------------------------------------------------------------
 
@@ -172,8 +188,9 @@ class Worker(Service):
         expired: list[PendingRequest] = []
         admitted: list[PendingRequest] = []
         for record in records:
-            token = self._tracker.track(TopicPartition(record.topic, record.partition),
-                                        record.offset)
+            token = self._tracker.track(
+                TopicPartition(record.topic, record.partition), record.offset
+            )
             outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
@@ -189,7 +206,9 @@ class Worker(Service):
         if rejections or expired:
             await self._answer_at_once(rejections, expired)
 
-    async def _answer_at_once(self, rejections: list[Rejection], expired: list[PendingRequest]) -> None:
+    async def _answer_at_once(
+        self, rejections: list[Rejection], expired: list[PendingRequest]
+    ) -> None:
         tokens = [r.token for r in rejections] + [r.token for r in expired]
         async with self._holding(tokens):
             await self._send_dead_letters(rejections)
@@ -197,9 +216,14 @@ class Worker(Service):
             results += [(self._answers.expired(r), r.encoding) for r in expired]
             await self._sink.store(results)
         for rejection in rejections:
-            log.info("request.rejected", request_id=rejection.request_id,
-                     code=rejection.error.code, error=str(rejection.error),
-                     partition=rejection.record.partition, offset=rejection.record.offset)
+            log.info(
+                "request.rejected",
+                request_id=rejection.request_id,
+                code=rejection.error.code,
+                error=str(rejection.error),
+                partition=rejection.record.partition,
+                offset=rejection.record.offset,
+            )
         if expired:
             log.info("request.expired", request_ids=[r.id for r in expired])
 
@@ -228,8 +252,9 @@ class Worker(Service):
                 return
             due = self._batcher.next_due()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(),
-                                       None if due is None else max(0.0, due - now))
+                await asyncio.wait_for(
+                    self._arrived.wait(), None if due is None else max(0.0, due - now)
+                )
 
     async def _run(self, batch: Batch) -> None:
         assert self.registry is not None
@@ -242,15 +267,26 @@ class Worker(Service):
                 outcome = await self._runner.run(model, [r.item for r in requests])
                 self._batcher.observe(model.name, outcome.seconds)
                 results = [
-                    (self._answers.for_output(r, model, output, len(requests), started,
-                                              outcome.seconds), r.encoding)
+                    (
+                        self._answers.for_output(
+                            r, model, output, len(requests), started, outcome.seconds
+                        ),
+                        r.encoding,
+                    )
                     for r, output in zip(requests, outcome.outputs, strict=True)
                 ]
             results += [(self._answers.expired(r), r.encoding) for r in batch.expired]
             await self._sink.store(results)
-        log.debug("batch.done", worker=self.id, batch_id=batch.id, model=model.name,
-                  size=len(requests), expired=len(batch.expired), reason=batch.reason.value,
-                  request_ids=[r.id for r in requests])
+        log.debug(
+            "batch.done",
+            worker=self.id,
+            batch_id=batch.id,
+            model=model.name,
+            size=len(requests),
+            expired=len(batch.expired),
+            reason=batch.reason.value,
+            request_ids=[r.id for r in requests],
+        )
 
     @contextlib.asynccontextmanager
     async def _holding(self, tokens: Iterable[OffsetToken]) -> AsyncIterator[None]:
@@ -288,8 +324,11 @@ class Worker(Service):
     # --- introspection (tests, health) --------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        return {"queued": len(self._batcher), "unanswered": self._tracker.unanswered(),
-                "assigned": [list(p) for p in self._tracker.assigned()]}
+        return {
+            "queued": len(self._batcher),
+            "unanswered": self._tracker.unanswered(),
+            "assigned": [list(p) for p in self._tracker.assigned()],
+        }
 
 
 __all__ = ["InferpoolError", "Worker"]

@@ -34,8 +34,13 @@ class ResultSink:
             try:
                 return await self._writer.write(results)
             except ResultStoreUnavailable as error:
-                log.warning("results.store_retry", attempt=attempt, backoff_s=backoff,
-                            error=str(error), results=len(results))
+                log.warning(
+                    "results.store_retry",
+                    attempt=attempt,
+                    backoff_s=backoff,
+                    error=str(error),
+                    results=len(results),
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 attempt += 1

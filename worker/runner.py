@@ -51,8 +51,12 @@ def run_batch(model: Model, items: Sequence[Any]) -> BatchOutcome:
     try:
         outputs = _forward(model, items)
     except Exception as error:
-        log.warning("batch.failed", model=model.name, size=len(items),
-                    error=f"{type(error).__name__}: {error}")
+        log.warning(
+            "batch.failed",
+            model=model.name,
+            size=len(items),
+            error=f"{type(error).__name__}: {error}",
+        )
         outputs = [_forward_one(model, item) for item in items]
     return BatchOutcome(outputs, time.perf_counter() - started)
 

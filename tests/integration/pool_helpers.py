@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import testing_models
-
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -38,8 +37,7 @@ async def running_worker(
 
 
 def reader_for(settings: InferpoolSettings) -> ResultReader:
-    return ResultReader(settings.redis, ResultKeys(settings.result_key_prefix),
-                        poll_interval_s=0.2)
+    return ResultReader(settings.redis, ResultKeys(settings.result_key_prefix), poll_interval_s=0.2)
 
 
 async def collect(
@@ -54,11 +52,17 @@ async def collect(
     return found
 
 
-async def read_topic(settings: InferpoolSettings, topic: str, count: int,
-                     timeout_s: float = 20.0) -> list[Any]:
+async def read_topic(
+    settings: InferpoolSettings, topic: str, count: int, timeout_s: float = 20.0
+) -> list[Any]:
     """The first ``count`` records of ``topic``."""
-    consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None, **settings.kafka.client_options())
+    consumer = AIOKafkaConsumer(
+        topic,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        **settings.kafka.client_options(),
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -74,8 +78,11 @@ async def read_topic(settings: InferpoolSettings, topic: str, count: int,
 async def committed_total(settings: InferpoolSettings) -> int:
     """Sum of the group's committed offsets over every partition of the request topic
     (read with a consumer of the group that never joins it)."""
-    consumer = AIOKafkaConsumer(group_id=settings.consumer_group, enable_auto_commit=False,
-                                **settings.kafka.client_options())
+    consumer = AIOKafkaConsumer(
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        **settings.kafka.client_options(),
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(settings.request_topic) or set()
@@ -88,8 +95,9 @@ async def committed_total(settings: InferpoolSettings) -> int:
         await consumer.stop()
 
 
-async def wait_until_committed(settings: InferpoolSettings, total: int,
-                               timeout_s: float = 20.0) -> None:
+async def wait_until_committed(
+    settings: InferpoolSettings, total: int, timeout_s: float = 20.0
+) -> None:
     """Wait (polling the broker) until the group has committed ``total`` records."""
     async with asyncio.timeout(timeout_s):
         while await committed_total(settings) < total:
@@ -102,31 +110,38 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 def worker_environment(settings: InferpoolSettings, models: str, call_log: Path) -> dict[str, str]:
     """The environment a worker process reads: the same settings, as INFERPOOL_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
-    env.update({
-        "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "INFERPOOL_REDIS_URL": settings.redis.url,
-        "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
-        "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
-        "INFERPOOL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-        "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
-        "INFERPOOL_RESULT_KEY_PREFIX": settings.result_key_prefix,
-        "INFERPOOL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-        "INFERPOOL_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
-        "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
-        "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
-        "INFERPOOL_MODELS": models,
-        "INFERPOOL_LOG_FORMAT": "json",
-        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
-        testing_models.CALL_LOG_ENV: str(call_log),
-    })
+    env.update(
+        {
+            "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "INFERPOOL_REDIS_URL": settings.redis.url,
+            "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
+            "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
+            "INFERPOOL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
+            "INFERPOOL_RESULT_KEY_PREFIX": settings.result_key_prefix,
+            "INFERPOOL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+            "INFERPOOL_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+            "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
+            "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
+            "INFERPOOL_MODELS": models,
+            "INFERPOOL_LOG_FORMAT": "json",
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
+            testing_models.CALL_LOG_ENV: str(call_log),
+        }
+    )
     return env
 
 
 class WorkerProcess:
     """``inferpool worker`` in a child process, its JSON log in a file."""
 
-    def __init__(self, settings: InferpoolSettings, workdir: Path, name: str,
-                 models: str = "echo=testing_models:recording_echo") -> None:
+    def __init__(
+        self,
+        settings: InferpoolSettings,
+        workdir: Path,
+        name: str,
+        models: str = "echo=testing_models:recording_echo",
+    ) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self.call_log = workdir / "calls.jsonl"
@@ -136,8 +151,10 @@ class WorkerProcess:
     def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "inferpool", "worker"], env=self._env,
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "inferpool", "worker"],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def events(self) -> list[dict[str, Any]]:
@@ -147,8 +164,9 @@ class WorkerProcess:
                 events.append(json.loads(line))
         return events
 
-    async def wait_for_event(self, name: str, timeout_s: float = 30.0,
-                             after: int = 0) -> dict[str, Any]:
+    async def wait_for_event(
+        self, name: str, timeout_s: float = 30.0, after: int = 0
+    ) -> dict[str, Any]:
         """The first event called ``name`` past the ``after``-th event (polls the log)."""
         async with asyncio.timeout(timeout_s):
             while True:

@@ -21,8 +21,14 @@ MAX_REQUEST_BYTES = 4096
 
 
 def envelope(request_id: str, **fields: object) -> dict[str, object]:
-    return {"version": 1, "id": request_id, "model": "echo", "inputs": request_id,
-            "submitted_ms": 0, **fields}
+    return {
+        "version": 1,
+        "id": request_id,
+        "model": "echo",
+        "inputs": request_id,
+        "submitted_ms": 0,
+        **fields,
+    }
 
 
 MSGPACK = [("content-type", b"application/msgpack")]
@@ -35,30 +41,61 @@ BAD_RECORDS: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str | None
     (b"bad-json", b"{not json", JSON, "malformed_request"),
     (b"bad-pickle", pickle.dumps({"id": "bad-pickle"}), MSGPACK, "malformed_request"),
     (b"bad-content-type", b"<xml/>", [("content-type", b"application/xml")], "malformed_request"),
-    (b"bad-missing", msgpack.packb({"version": 1, "id": "bad-missing", "model": "echo"}),
-     MSGPACK, "invalid_request"),
-    (b"bad-version", pack_msgpack(envelope("bad-version", version=99)), MSGPACK,
-     "unsupported_version"),
-    (b"bad-model", pack_msgpack(envelope("bad-model", model="no-such-model")), MSGPACK,
-     "unknown_model"),
-    (b"bad-dtype", pack_msgpack(envelope("bad-dtype", model="vector",
-                                         inputs=WireTensor("int32", (4,), bytes(16)))),
-     MSGPACK, "invalid_input"),
-    (b"bad-shape", pack_msgpack(envelope("bad-shape", model="vector",
-                                         inputs=WireTensor("float32", (3,), bytes(12)))),
-     MSGPACK, "invalid_input"),
+    (
+        b"bad-missing",
+        msgpack.packb({"version": 1, "id": "bad-missing", "model": "echo"}),
+        MSGPACK,
+        "invalid_request",
+    ),
+    (
+        b"bad-version",
+        pack_msgpack(envelope("bad-version", version=99)),
+        MSGPACK,
+        "unsupported_version",
+    ),
+    (
+        b"bad-model",
+        pack_msgpack(envelope("bad-model", model="no-such-model")),
+        MSGPACK,
+        "unknown_model",
+    ),
+    (
+        b"bad-dtype",
+        pack_msgpack(
+            envelope("bad-dtype", model="vector", inputs=WireTensor("int32", (4,), bytes(16)))
+        ),
+        MSGPACK,
+        "invalid_input",
+    ),
+    (
+        b"bad-shape",
+        pack_msgpack(
+            envelope("bad-shape", model="vector", inputs=WireTensor("float32", (3,), bytes(12)))
+        ),
+        MSGPACK,
+        "invalid_input",
+    ),
     (b"bad-empty", b"", MSGPACK, "malformed_request"),
-    (b"bad-too-large", pack_msgpack(envelope("bad-too-large", inputs="x" * MAX_REQUEST_BYTES)),
-     MSGPACK, "payload_too_large"),
-    (b"bad-json-types", json.dumps(envelope("bad-json-types", deadline_ms="soon")).encode(), JSON,
-     "invalid_request"),
+    (
+        b"bad-too-large",
+        pack_msgpack(envelope("bad-too-large", inputs="x" * MAX_REQUEST_BYTES)),
+        MSGPACK,
+        "payload_too_large",
+    ),
+    (
+        b"bad-json-types",
+        json.dumps(envelope("bad-json-types", deadline_ms="soon")).encode(),
+        JSON,
+        "invalid_request",
+    ),
     (None, b"\x00\x01 no key and no value", MSGPACK, None),
 ]
 
 
 async def test_each_bad_record_gets_an_error_and_a_dead_letter(settings: InferpoolSettings) -> None:
-    settings = settings.model_copy(update={"max_request_bytes": MAX_REQUEST_BYTES,
-                                           "request_topic_partitions": 1})
+    settings = settings.model_copy(
+        update={"max_request_bytes": MAX_REQUEST_BYTES, "request_topic_partitions": 1}
+    )
     model = testing_models.RecordingEcho()
     good_ids = [f"good-{index}" for index in range(len(BAD_RECORDS) + 1)]
     async with running_worker(settings, model, testing_models.VectorModel()):
@@ -67,12 +104,19 @@ async def test_each_bad_record_gets_an_error_and_a_dead_letter(settings: Inferpo
         try:
             for index, (key, value, headers, _) in enumerate(BAD_RECORDS):
                 good = good_ids[index]
-                await producer.send(settings.request_topic, pack_msgpack(envelope(good)),
-                                    key=good.encode(), headers=MSGPACK)
+                await producer.send(
+                    settings.request_topic,
+                    pack_msgpack(envelope(good)),
+                    key=good.encode(),
+                    headers=MSGPACK,
+                )
                 await producer.send(settings.request_topic, value, key=key, headers=headers)
-            await producer.send_and_wait(settings.request_topic,
-                                         pack_msgpack(envelope(good_ids[-1])),
-                                         key=good_ids[-1].encode(), headers=MSGPACK)
+            await producer.send_and_wait(
+                settings.request_topic,
+                pack_msgpack(envelope(good_ids[-1])),
+                key=good_ids[-1].encode(),
+                headers=MSGPACK,
+            )
         finally:
             await producer.stop()
         expected = {key.decode(): code for key, _, _, code in BAD_RECORDS if key}

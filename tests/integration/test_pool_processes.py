@@ -16,7 +16,9 @@ from producer.client import Producer, SubmitRequest
 pytestmark = pytest.mark.slow
 
 
-async def start_workers(settings: InferpoolSettings, tmp_path: Path, count: int) -> list[WorkerProcess]:
+async def start_workers(
+    settings: InferpoolSettings, tmp_path: Path, count: int
+) -> list[WorkerProcess]:
     workers = [WorkerProcess(settings, tmp_path, f"worker-{index}") for index in range(count)]
     try:
         for worker in workers:
@@ -65,7 +67,8 @@ async def test_sigterm_under_load_drains_without_loss_or_duplicates(
             leaving.signal(signal.SIGTERM)
             stopped = asyncio.create_task(leaving.wait_exit())
             second = await producer.submit_many(
-                SubmitRequest("echo", {"n": i}) for i in range(600, 1200))
+                SubmitRequest("echo", {"n": i}) for i in range(600, 1200)
+            )
         results = await collect(settings, first + second, timeout_s=90)
         code = await stopped
         await wait_until_committed(settings, 1200, timeout_s=30)

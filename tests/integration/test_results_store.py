@@ -76,7 +76,7 @@ async def reader(settings: InferpoolSettings, keys: ResultKeys) -> AsyncIterator
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float = 2.0) -> None:
     """Wait until ``condition()`` is true; fail the test after ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while not await condition():  # noqa: ASYNC110 - a condition in Redis, not an Event
+        while not await condition():
             await asyncio.sleep(0.005)
 
 

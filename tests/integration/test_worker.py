@@ -39,7 +39,10 @@ async def test_requests_arriving_together_share_batches(settings: InferpoolSetti
 
 async def test_a_lone_request_waits_at_most_max_wait(settings: InferpoolSettings) -> None:
     settings = settings.model_copy(update={"max_batch_size": 64, "max_wait_ms": 100})
-    async with running_worker(settings, testing_models.RecordingEcho()), Producer(settings) as producer:
+    async with (
+        running_worker(settings, testing_models.RecordingEcho()),
+        Producer(settings) as producer,
+    ):
         request_id = await producer.submit("echo", "alone")
         result = (await collect(settings, [request_id]))[request_id]
     assert result.batch_size == 1
@@ -61,7 +64,10 @@ async def test_expired_requests_are_answered_without_the_model(settings: Inferpo
 
 async def test_one_failing_request_does_not_fail_its_batch(settings: InferpoolSettings) -> None:
     settings = settings.model_copy(update={"max_wait_ms": 200})
-    async with running_worker(settings, testing_models.ExplodingModel()), Producer(settings) as producer:
+    async with (
+        running_worker(settings, testing_models.ExplodingModel()),
+        Producer(settings) as producer,
+    ):
         inputs = ["a", "b", "boom", "c"]
         ids = await producer.submit_many(SubmitRequest("exploding", value) for value in inputs)
         results = await collect(settings, ids)
@@ -90,7 +96,10 @@ async def test_tensors_travel_both_ways_in_both_encodings(settings: InferpoolSet
 
 
 async def test_results_carry_model_and_timings(settings: InferpoolSettings) -> None:
-    async with running_worker(settings, testing_models.RecordingEcho()), Producer(settings) as producer:
+    async with (
+        running_worker(settings, testing_models.RecordingEcho()),
+        Producer(settings) as producer,
+    ):
         before = now_ms()
         request_id = await producer.submit("echo", 1, traceparent=TRACEPARENT)
         result = (await collect(settings, [request_id]))[request_id]

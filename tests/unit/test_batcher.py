@@ -14,12 +14,17 @@ PARTITION = TopicPartition("requests", 0)
 
 
 def pending(
-    index: int, *, model: str = "echo", fetched: float = 0.0, deadline: float | None = None,
+    index: int,
+    *,
+    model: str = "echo",
+    fetched: float = 0.0,
+    deadline: float | None = None,
     partition: TopicPartition = PARTITION,
 ) -> PendingRequest:
     envelope = RequestEnvelope(id=f"r{index}", model=model, inputs=index)
-    return PendingRequest(envelope, index, OffsetToken(partition, 1, index), Encoding.MSGPACK,
-                          fetched, 0, deadline)
+    return PendingRequest(
+        envelope, index, OffsetToken(partition, 1, index), Encoding.MSGPACK, fetched, 0, deadline
+    )
 
 
 def test_full_batch_closes_at_once() -> None:

@@ -1,4 +1,6 @@
-"""``echo``: returns each request's inputs as its outputs, to test the pipeline without model cost."""
+"""``echo``: returns each request's inputs as its outputs.
+
+It tests the pipeline without model cost."""
 
 from __future__ import annotations
 

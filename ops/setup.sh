@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what inferpool needs on a fresh Debian machine: redis-server (system package),
+# the CPU build of torch 2.13.0, and this project with its dev extra. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup: installing redis-server"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+# torch first, pinned: a bare 'torch' requirement would otherwise pull a multi-GB CUDA build.
+if ! "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+    echo "setup: installing torch==2.13.0 (CPU)"
+    "$PYTHON" -m pip install -q --disable-pip-version-check torch==2.13.0
+fi
+echo "setup: installing inferpool[dev]"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
