@@ -277,7 +277,7 @@ class Worker(Service):
                 ]
             results += [(self._answers.expired(r), r.encoding) for r in batch.expired]
             await self._sink.store(results)
-        log.debug(
+        log.info(
             "batch.done",
             worker=self.id,
             batch_id=batch.id,
