@@ -9,6 +9,7 @@ frozen (SIGSTOP) and thawed (SIGCONT) by fault tests.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import os
@@ -90,6 +91,14 @@ class EmbeddedProcess:
             start_new_session=True,
         )
         log.close()
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -97,7 +106,6 @@ class EmbeddedProcess:
             if self.ready():
                 return
             time.sleep(0.05)
-        self.stop()
         raise InferpoolError(f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
 
     def freeze(self) -> None:
@@ -168,7 +176,9 @@ class EmbeddedBroker(EmbeddedProcess):
     def ready(self) -> bool:
         if not port_is_taken(self.port):
             return False
-        return asyncio.run(self._metadata_answers())
+        # in a thread of its own, so that it also works when called from a running event loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._metadata_answers()).result()
 
     async def _metadata_answers(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient

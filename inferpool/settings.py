@@ -185,6 +185,17 @@ class InferpoolSettings(BaseSettings):
             raise ValueError("result_key_prefix must not contain '{' or '}' (hash tags)")
         return value
 
+    @field_validator("request_topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        try:
+            value.format(model="m")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                "request_topic may contain only the placeholder {model}, e.g. inferpool.{model}"
+            ) from None
+        return value
+
     def topic_for(self, model: str) -> str:
         """The request topic a request for ``model`` is published to."""
         return self.request_topic.format(model=model)

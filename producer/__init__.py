@@ -1,0 +1,18 @@
+"""Publish inference requests to Kafka: ``Producer`` (asyncio) and ``SyncProducer`` (threads).
+
+The wire format is in docs/protocol.md; this package imports only the inferpool foundation.
+"""
+
+from producer.client import Producer, SubmitRequest
+from producer.envelope import RequestEnvelope, new_request_id
+from producer.sync import SyncProducer
+from producer.topics import ensure_topics
+
+__all__ = [
+    "Producer",
+    "RequestEnvelope",
+    "SubmitRequest",
+    "SyncProducer",
+    "ensure_topics",
+    "new_request_id",
+]

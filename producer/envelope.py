@@ -93,7 +93,7 @@ class RequestEnvelope:
         if not isinstance(fields, dict):
             raise MalformedRequest("request value must be a map")
         version = fields.get("version")
-        if version not in SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
             raise UnsupportedVersion(
                 f"request format version {version!r} is not supported; use one of "
                 f"{sorted(SUPPORTED_VERSIONS)}"
