@@ -79,6 +79,12 @@ class ModelError(RequestError):
     code = "model_error"
 
 
+class InvalidOutput(RequestError):
+    """The model's output for this request cannot be encoded (e.g. NaN in a JSON result)."""
+
+    code = "invalid_output"
+
+
 # --- errors of the services around us -------------------------------------------------
 
 

@@ -7,6 +7,7 @@ channel gets a ``PUBLISH``: a hint for waiting readers, the key stays the truth.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,13 +17,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from inferpool.errors import ConfigurationError, ResultStoreUnavailable
+from inferpool.errors import ConfigurationError, InvalidOutput, ResultStoreUnavailable
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import RedisSettings
 from inferpool.wire import Encoding
 from results.keys import ResultKeys
-from results.record import ResultRecord
+from results.record import ErrorInfo, ResultRecord, ResultStatus
 
 #: What a lost, refused or timed-out Redis connection raises.
 STORE_ERRORS: tuple[type[Exception], ...] = (
@@ -67,6 +68,21 @@ def store_errors(action: str) -> Iterator[None]:
         ) from error
 
 
+def encode_or_explain(record: ResultRecord, encoding: Encoding) -> bytes:
+    """The record's bytes; an output that cannot be encoded becomes an error result instead,
+    so one bad output never blocks the batch it came in."""
+    try:
+        return record.encode(encoding)
+    except (TypeError, ValueError, OverflowError) as error:
+        problem = InvalidOutput(
+            f"the model's output cannot be encoded as {encoding.name.lower()}: {error}"
+        )
+        return dataclasses.replace(
+            record, status=ResultStatus.ERROR, outputs=None,
+            error=ErrorInfo(problem.code, str(problem)),
+        ).encode(encoding)
+
+
 class ResultWriter(Service):
     """Writes results and 'accepted' markers, each with the given TTL."""
 
@@ -101,7 +117,7 @@ class ResultWriter(Service):
         client = self._client()
         if not results:
             return 0
-        encoded = [(record.id, record.encode(encoding)) for record, encoding in results]
+        encoded = [(record.id, encode_or_explain(record, encoding)) for record, encoding in results]
         pipe = client.pipeline(transaction=False)
         for request_id, value in encoded:
             pipe.set(self._keys.result(request_id), value, nx=True, ex=self._ttl_s)

@@ -91,3 +91,13 @@ def vector() -> VectorModel:
 
 def exploding() -> ExplodingModel:
     return ExplodingModel()
+
+
+class NanModel(ListModel):
+    """Answers the input "nan" with NaN, which JSON cannot carry; echoes anything else."""
+
+    name = "nan"
+    version = "1"
+
+    def forward(self, batch: Any) -> Any:
+        return [float("nan") if item == "nan" else item for item in batch]

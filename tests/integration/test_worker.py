@@ -111,3 +111,16 @@ async def test_results_carry_model_and_timings(settings: InferpoolSettings) -> N
 
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_an_output_that_cannot_be_encoded_becomes_an_error(
+    settings: InferpoolSettings,
+) -> None:
+    async with running_worker(settings, testing_models.NanModel()):
+        async with Producer(settings, Encoding.JSON) as producer:
+            bad = await producer.submit("nan", "nan")
+            good = await producer.submit("nan", "fine")
+        results = await collect(settings, [bad, good])
+    assert results[bad].status is ResultStatus.ERROR
+    assert results[bad].error is not None and results[bad].error.code == "invalid_output"
+    assert results[good].status is ResultStatus.OK and results[good].outputs == "fine"

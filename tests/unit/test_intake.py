@@ -1,0 +1,87 @@
+"""Intake alone: records become pending requests or rejections, never exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import testing_models
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inferpool.errors import RequestError
+from inferpool.wire import pack_msgpack
+from worker.intake import Intake, Rejection
+from worker.models.echo import EchoModel
+from worker.models.registry import ModelRegistry, load_model
+from worker.offsets import OffsetToken, TopicPartition
+from worker.request import PendingRequest
+
+TOKEN = OffsetToken(TopicPartition("requests", 0), 1, 0)
+INTAKE = Intake(ModelRegistry([EchoModel(), testing_models.VectorModel()]), max_request_bytes=512)
+
+
+@dataclass
+class Record:
+    value: bytes | None
+    key: bytes | None = b"req-1"
+    headers: Any = field(default_factory=list)
+    topic: str = "requests"
+    partition: int = 0
+    offset: int = 0
+
+
+def admit(record: Record) -> PendingRequest | Rejection:
+    return INTAKE.admit(record, TOKEN, now_monotonic=100.0, now_ms=1_000_000)
+
+
+def test_a_good_request_is_admitted_with_its_deadline_on_the_monotonic_clock() -> None:
+    value = pack_msgpack({"version": 1, "id": "req-1", "model": "echo", "inputs": [1, 2],
+                          "deadline_ms": 1_000_250, "submitted_ms": 999_990})
+    request = admit(Record(value, headers=[("traceparent", b"00-abc-def-01")]))
+    assert isinstance(request, PendingRequest)
+    assert request.item == [1, 2] and request.traceparent == "00-abc-def-01"
+    assert request.deadline_monotonic == 100.25
+    assert not request.expired(100.2) and request.expired(100.25)
+
+
+def test_an_undecodable_value_is_rejected_with_the_id_from_the_key() -> None:
+    rejection = admit(Record(b"\xc1"))
+    assert isinstance(rejection, Rejection)
+    assert rejection.request_id == "req-1" and rejection.error.code == "malformed_request"
+
+
+def test_a_key_that_is_not_an_id_gives_no_id() -> None:
+    rejection = admit(Record(b"\xc1", key=b"has spaces{}"))
+    assert isinstance(rejection, Rejection) and rejection.request_id is None
+
+
+def test_size_is_checked_before_decoding() -> None:
+    rejection = admit(Record(b"\xc1" * 513))
+    assert isinstance(rejection, Rejection) and rejection.error.code == "payload_too_large"
+
+
+def test_a_model_that_raises_anything_in_validate_rejects_just_that_request() -> None:
+    class Picky(EchoModel):
+        name = "picky"
+
+        def validate(self, inputs: Any, params: Any) -> Any:
+            raise KeyError("no")
+
+    intake = Intake(ModelRegistry([Picky()]), 512)
+    value = pack_msgpack({"version": 1, "id": "r", "model": "picky", "inputs": 1})
+    rejection = intake.admit(Record(value), TOKEN, 0.0, 0)
+    assert isinstance(rejection, Rejection) and rejection.error.code == "invalid_input"
+
+
+def test_a_user_model_loads_from_its_import_path() -> None:
+    model = load_model("doubler=testing_models:vector")
+    assert model.name == "doubler" and model.version == "1"
+
+
+@given(st.binary(max_size=600), st.sampled_from([b"application/msgpack", b"application/json",
+                                                 b"text/plain"]))
+def test_no_bytes_make_intake_raise(value: bytes, content_type: bytes) -> None:
+    outcome = admit(Record(value, headers=[("content-type", content_type)]))
+    if isinstance(outcome, Rejection):
+        assert isinstance(outcome.error, RequestError)
