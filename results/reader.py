@@ -72,6 +72,10 @@ def decode_result(request_id: str, raw: bytes) -> ResultRecord:
         ) from None
 
 
+#: Ids re-read per poll interval by the safety-net sweep of a wait on many ids.
+SWEEP_IDS_PER_INTERVAL = 1000
+
+
 class _Waiter:
     """The state of one ``wait_many``: the ids left, the pubsub that hears of them, and when
     to re-read them all (after a (re)subscribe, every poll interval)."""
@@ -127,7 +131,10 @@ class _Waiter:
         found = await self._fetch(hinted)
         if resync or loop.time() >= self._next_poll:
             found += await self._fetch(self.remaining)
-            self._next_poll = loop.time() + self._poll_interval_s
+            # The sweep is a safety net (notifications are the fast path): its period grows
+            # with the ids left, so a wait on many ids does not flood Redis with GETs.
+            scale = max(1.0, len(self.remaining) / SWEEP_IDS_PER_INTERVAL)
+            self._next_poll = loop.time() + self._poll_interval_s * scale
         return found
 
     async def _subscribe(self) -> None:

@@ -45,6 +45,8 @@ from worker.runner import ModelRunner
 log = get_logger("worker")
 
 FETCH_TIMEOUT_MS = 100
+MAX_FETCH_RECORDS = 2000
+BACKPRESSURE_POLL_S = 1.0
 
 
 def default_worker_id() -> str:
@@ -63,6 +65,7 @@ class Worker(Service):
         self._batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000)
         self._answers = Answers(self.id)
         self._arrived = asyncio.Event()
+        self._room_freed = asyncio.Event()
         self._in_flight: Counter[TopicPartition] = Counter()  # taken out of the batcher
         self._settled = asyncio.Condition()
         self._commit_lock = asyncio.Lock()
@@ -170,15 +173,30 @@ class Worker(Service):
 
     # --- fetching -----------------------------------------------------------------------
 
+    def _room(self) -> int:
+        """How many more records may be fetched before the in-flight limit."""
+        return self.settings.max_inflight_requests - self._tracker.unanswered()
+
     async def _fetch_loop(self) -> None:
-        max_records = self.settings.max_batch_size * 4
         paused = False
         while self._fetching:
-            full = self._tracker.unanswered() >= self.settings.max_inflight_requests
-            if full != paused:
-                (self._consumer.pause_all if full else self._consumer.resume_all)()
-                paused = full
-            records = await self._consumer.fetch(FETCH_TIMEOUT_MS, max_records)
+            room = self._room()
+            if room <= 0:
+                # Back-pressure: wait for answers to free room. Partitions are paused and
+                # the consumer still polls now and then, so the group keeps this member.
+                if not paused:
+                    self._consumer.pause_all()
+                    paused = True
+                self._room_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room_freed.wait(), BACKPRESSURE_POLL_S)
+                if self._room() <= 0:
+                    await self._consumer.fetch(0, 1)
+                continue
+            if paused:
+                self._consumer.resume_all()
+                paused = False
+            records = await self._consumer.fetch(FETCH_TIMEOUT_MS, min(room, MAX_FETCH_RECORDS))
             if records:
                 await self._admit(records)
 
@@ -304,6 +322,8 @@ class Worker(Service):
                 self._in_flight[token.partition] -= 1
                 if stored:
                     self._tracker.answer(token)
+            if self._room() > 0:
+                self._room_freed.set()
             async with self._settled:
                 self._settled.notify_all()
 
