@@ -1,11 +1,14 @@
 """Batcher: deadline-aware micro-batching, a small pure unit (no I/O, time passed in).
 
-A model's queue closes into a batch when it holds ``max_batch_size`` requests (FULL),
+A model's queue closes into a batch when it holds ``max_batch_size`` requests or
+``max_batch_tokens`` of cost (FULL),
 when its oldest request has waited ``max_wait_s`` since it was fetched (WAITED), or
 earlier when a request's own deadline, less the model's recent batch time, needs it
 (DEADLINE). While draining, every queue closes at once (DRAIN). Requests already past
 their deadline come out in ``Batch.expired`` and never reach the model. A batch never
-mixes models. Times are ``time.monotonic()`` seconds.
+mixes models. Within a window of the oldest requests, a batch holds the oldest one and
+those nearest to it in cost (token count, for text), so padding stays small.
+Times are ``time.monotonic()`` seconds.
 """
 
 from __future__ import annotations
@@ -39,27 +42,83 @@ class Batch:
     closed_monotonic: float
 
 
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How big one model's batch may get: a count, and for text models a padded-token cap
+    (the longest request's cost times the number of requests)."""
+
+    max_batch_size: int
+    max_batch_tokens: int | None = None
+
+
 @dataclass(slots=True)
 class _ModelQueue:
+    limits: BatchLimits
     requests: deque[tuple[int, PendingRequest]] = field(default_factory=deque)
-    # (deadline, sequence) of queued requests that have a deadline; stale entries (already
-    # taken) are dropped lazily: requests leave from the front, in sequence order.
+    # (deadline, sequence) of queued requests that have a deadline. Entries of requests
+    # that left the queue are in ``gone`` and are dropped lazily when they reach the top.
     deadlines: list[tuple[float, int]] = field(default_factory=list)
+    gone: set[int] = field(default_factory=set)
+    cost: int = 0  # sum of the queued requests' costs
     batch_seconds: float = 0.0
 
     def earliest_deadline(self) -> float | None:
-        first_sequence = self.requests[0][0] if self.requests else None
-        while self.deadlines and (first_sequence is None or self.deadlines[0][1] < first_sequence):
-            heapq.heappop(self.deadlines)
+        while self.deadlines and self.deadlines[0][1] in self.gone:
+            self.gone.discard(heapq.heappop(self.deadlines)[1])
         return self.deadlines[0][0] if self.deadlines else None
+
+    def full(self) -> bool:
+        tokens = self.limits.max_batch_tokens
+        return len(self.requests) >= self.limits.max_batch_size or (
+            tokens is not None and self.cost >= tokens
+        )
+
+    def remove(self, entries: list[tuple[int, PendingRequest]]) -> None:
+        for sequence, request in entries:
+            self.cost -= request.cost
+            if request.deadline_monotonic is not None:
+                self.gone.add(sequence)
+
+
+def _fits(costs: list[int], lo: int, hi: int, limits: BatchLimits) -> bool:
+    count = hi - lo + 1
+    if count > limits.max_batch_size:
+        return False
+    tokens = limits.max_batch_tokens
+    return tokens is None or count == 1 or max(costs[lo : hi + 1]) * count <= tokens
+
+
+def shape(window: list[tuple[int, PendingRequest]], limits: BatchLimits) -> list[int]:
+    """Indices (into ``window``, oldest first) of the batch to run: the oldest request and
+    the requests nearest to it in cost, so that padding stays small, within the limits."""
+    order = sorted(range(len(window)), key=lambda index: window[index][1].cost)
+    costs = [window[index][1].cost for index in order]
+    lo = hi = order.index(0)
+    while True:
+        grow_low = lo > 0 and _fits(costs, lo - 1, hi, limits)
+        grow_high = hi < len(order) - 1 and _fits(costs, lo, hi + 1, limits)
+        if not (grow_low or grow_high):
+            return sorted(order[lo : hi + 1])
+        if grow_low and (not grow_high or costs[hi + 1] - costs[hi] >= costs[lo] - costs[lo - 1]):
+            lo -= 1
+        else:
+            hi += 1
 
 
 class Batcher:
-    def __init__(self, max_batch_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_wait_s: float,
+        limits: dict[str, BatchLimits] | None = None,
+        window_batches: int = 4,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
-        self.max_batch_size = max_batch_size
+        self.default_limits = BatchLimits(max_batch_size)
         self.max_wait_s = max_wait_s
+        self._limits = dict(limits or {})
+        self._window_batches = window_batches
         self._queues: dict[str, _ModelQueue] = {}
         self._sequence = itertools.count()
         self._batch_ids = itertools.count(1)
@@ -68,17 +127,24 @@ class Batcher:
     def __len__(self) -> int:
         return self._size
 
+    def _queue(self, model: str) -> _ModelQueue:
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = _ModelQueue(self._limits.get(model, self.default_limits))
+        return queue
+
     def add(self, request: PendingRequest) -> None:
-        queue = self._queues.setdefault(request.model, _ModelQueue())
+        queue = self._queue(request.model)
         sequence = next(self._sequence)
         queue.requests.append((sequence, request))
+        queue.cost += request.cost
         if request.deadline_monotonic is not None:
             heapq.heappush(queue.deadlines, (request.deadline_monotonic, sequence))
         self._size += 1
 
     def observe(self, model: str, batch_seconds: float) -> None:
         """Record how long a batch of ``model`` took; deadline closing uses the average."""
-        queue = self._queues.setdefault(model, _ModelQueue())
+        queue = self._queue(model)
         if queue.batch_seconds == 0.0:
             queue.batch_seconds = batch_seconds
         else:
@@ -88,7 +154,7 @@ class Batcher:
         if not queue.requests:
             return None
         oldest = queue.requests[0][1]
-        if len(queue.requests) >= self.max_batch_size:
+        if queue.full():
             return oldest.fetched_monotonic, CloseReason.FULL
         due, reason = oldest.fetched_monotonic + self.max_wait_s, CloseReason.WAITED
         deadline = queue.earliest_deadline()
@@ -116,26 +182,32 @@ class Batcher:
         return self._close(model, self._queues[model], reason, now)
 
     def _close(self, model: str, queue: _ModelQueue, reason: CloseReason, now: float) -> Batch:
-        requests: list[PendingRequest] = []
-        expired: list[PendingRequest] = []
-        while queue.requests and len(requests) < self.max_batch_size:
-            _, request = queue.requests.popleft()
-            (expired if request.expired(now) else requests).append(request)
-        self._size -= len(requests) + len(expired)
-        return Batch(next(self._batch_ids), model, requests, expired, reason, now)
+        """Take the batch: from a window of the oldest requests, drop the expired ones and
+        keep the oldest with its nearest neighbours in cost; the rest go back, in order."""
+        window_size = queue.limits.max_batch_size * self._window_batches
+        window: list[tuple[int, PendingRequest]] = []
+        expired: list[tuple[int, PendingRequest]] = []
+        while queue.requests and len(window) < window_size:
+            entry = queue.requests.popleft()
+            (expired if entry[1].expired(now) else window).append(entry)
+        chosen = set(shape(window, queue.limits)) if window else set()
+        taken = [entry for index, entry in enumerate(window) if index in chosen]
+        kept = [entry for index, entry in enumerate(window) if index not in chosen]
+        queue.requests.extendleft(reversed(kept))
+        queue.remove(taken)
+        queue.remove(expired)
+        self._size -= len(taken) + len(expired)
+        return Batch(next(self._batch_ids), model, [entry[1] for entry in taken],
+                     [entry[1] for entry in expired], reason, now)
 
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
         """Remove and return queued requests matching ``predicate`` (e.g. revoked partitions)."""
         removed: list[PendingRequest] = []
         for queue in self._queues.values():
-            kept = deque(entry for entry in queue.requests if not predicate(entry[1]))
-            removed.extend(entry[1] for entry in queue.requests if predicate(entry[1]))
-            queue.requests = kept
-            queue.deadlines = [
-                (entry[1].deadline_monotonic, entry[0])
-                for entry in kept
-                if entry[1].deadline_monotonic is not None
-            ]
-            heapq.heapify(queue.deadlines)
+            dropped = [entry for entry in queue.requests if predicate(entry[1])]
+            if dropped:
+                queue.requests = deque(e for e in queue.requests if not predicate(e[1]))
+                queue.remove(dropped)
+                removed.extend(entry[1] for entry in dropped)
         self._size -= len(removed)
         return removed

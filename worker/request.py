@@ -20,6 +20,7 @@ class PendingRequest:
     fetched_ms: int
     deadline_monotonic: float | None  # the envelope's deadline on this host's monotonic clock
     traceparent: str | None = None
+    cost: int = 1  # what the request weighs in a batch: its token count, for text models
 
     @property
     def id(self) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from inferpool.wire import Encoding
 from producer.envelope import RequestEnvelope
-from worker.batcher import Batcher, CloseReason
+from worker.batcher import BatchLimits, Batcher, CloseReason
 from worker.offsets import OffsetToken, TopicPartition
 from worker.request import PendingRequest
 
@@ -20,10 +20,12 @@ def pending(
     fetched: float = 0.0,
     deadline: float | None = None,
     partition: TopicPartition = PARTITION,
+    cost: int = 1,
 ) -> PendingRequest:
     envelope = RequestEnvelope(id=f"r{index}", model=model, inputs=index)
     return PendingRequest(
-        envelope, index, OffsetToken(partition, 1, index), Encoding.MSGPACK, fetched, 0, deadline
+        envelope, index, OffsetToken(partition, 1, index), Encoding.MSGPACK, fetched, 0,
+        deadline, cost=cost,
     )
 
 
@@ -131,3 +133,58 @@ def test_batch_ids_are_unique() -> None:
         batcher.add(pending(index))
     ids = [batch.id for batch in iter(lambda: batcher.take(now=1.0), None)]
     assert len(ids) == len(set(ids)) == 3
+
+
+def text_batcher(max_batch_size: int, max_batch_tokens: int | None) -> Batcher:
+    limits = {"text": BatchLimits(max_batch_size, max_batch_tokens)}
+    return Batcher(max_batch_size=64, max_wait_s=0.0, limits=limits)
+
+
+def test_a_batch_holds_the_oldest_and_its_nearest_in_length() -> None:
+    batcher = text_batcher(3, None)
+    for index, cost in enumerate([10, 50, 11, 49, 12, 48]):
+        batcher.add(pending(index, model="text", cost=cost))
+    first = batcher.take(now=1.0)
+    assert first is not None and [r.cost for r in first.requests] == [10, 11, 12]
+    second = batcher.take(now=1.0)
+    assert second is not None and [r.cost for r in second.requests] == [50, 49, 48]
+
+
+def test_the_padded_token_cap_limits_the_batch() -> None:
+    batcher = text_batcher(8, 100)
+    for index in range(4):
+        batcher.add(pending(index, model="text", cost=30))
+    batch = batcher.take(now=0.0)
+    assert batch is not None and batch.reason is CloseReason.FULL
+    assert len(batch.requests) == 3  # 3 x 30 = 90 tokens; a 4th would pad to 120
+    assert len(batcher) == 1
+
+
+def test_the_oldest_runs_even_when_it_alone_exceeds_the_cap() -> None:
+    batcher = text_batcher(8, 100)
+    batcher.add(pending(0, model="text", cost=500))
+    batcher.add(pending(1, model="text", cost=5))
+    batch = batcher.take(now=1.0)
+    assert batch is not None and [r.id for r in batch.requests] == ["r0"]
+
+
+def test_requests_left_behind_keep_their_order_and_deadlines() -> None:
+    batcher = text_batcher(2, None)
+    costs = [10, 90, 11, 80]
+    for index, cost in enumerate(costs):
+        batcher.add(pending(index, model="text", cost=cost, deadline=50.0 + index))
+    first = batcher.take(now=0.0)
+    assert first is not None and [r.id for r in first.requests] == ["r0", "r2"]
+    second = batcher.take(now=0.0)
+    assert second is not None and [r.id for r in second.requests] == ["r1", "r3"]
+    assert len(batcher) == 0 and batcher.next_due() is None
+
+
+def test_stale_deadlines_do_not_pull_a_batch_forward() -> None:
+    batcher = Batcher(max_batch_size=2, max_wait_s=100.0)
+    batcher.add(pending(0, deadline=1.0))
+    batcher.add(pending(1, deadline=9.0))
+    batcher.add(pending(2))
+    batch = batcher.take(now=0.0)
+    assert batch is not None and [r.id for r in batch.requests] == ["r0", "r1"]
+    assert batcher.next_due() == 100.0  # only r2 is left: the taken deadlines are gone
