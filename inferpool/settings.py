@@ -139,6 +139,10 @@ class InferpoolSettings(BaseSettings):
 
     # Models served by a worker: ``name`` (built in) or ``name=package.module:factory``.
     models: Annotated[list[str], NoDecode] = ["echo"]
+    # A TOML file declaring models in full (loader, quantization, device, limits); its
+    # models come first, then those of ``models`` that it does not name.
+    models_file: Path | None = None
+    torch_threads: int | None = Field(default=None, gt=0)
 
     # Batching.
     max_batch_size: int = Field(default=32, gt=0)

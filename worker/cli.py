@@ -40,6 +40,10 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
 
 async def serve(settings: InferpoolSettings) -> int:
     """Start a worker, wait for a signal (or a failure), drain, exit."""
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -7,7 +7,7 @@ model, the model's own validation of the inputs. Nothing here raises for bad inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from inferpool.errors import InvalidInput, PayloadTooLarge, RequestError
 from inferpool.wire import Encoding
@@ -15,20 +15,9 @@ from producer.envelope import REQUEST_ID_PATTERN, RequestEnvelope
 from worker.models.base import Model
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken
-from worker.request import PendingRequest
+from worker.request import KafkaRecord, PendingRequest
 
 TRACEPARENT_HEADER = "traceparent"
-
-
-class KafkaRecord(Protocol):
-    """The fields of aiokafka's ConsumerRecord that the worker reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,5 +98,6 @@ class Intake:
         if envelope.deadline_ms is not None:
             deadline = now_monotonic + (envelope.deadline_ms - now_ms) / 1000.0
         return PendingRequest(
-            envelope, item, token, encoding, now_monotonic, now_ms, deadline, traceparent
+            envelope, item, token, encoding, now_monotonic, now_ms, deadline, traceparent,
+            record=record,
         )

@@ -35,10 +35,13 @@ from worker.answers import Answers
 from worker.batcher import Batch, Batcher
 from worker.consumer import RequestConsumer
 from worker.dead_letter import DeadLetterSink
-from worker.intake import Intake, KafkaRecord, Rejection
+from worker.intake import Intake, Rejection
+from worker.models.base import has_hook
+from worker.models.config import model_configs
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
-from worker.request import PendingRequest
+from worker.preparation import prepare
+from worker.request import KafkaRecord, PendingRequest
 from worker.result_sink import ResultSink
 from worker.runner import ModelRunner
 
@@ -80,7 +83,10 @@ class Worker(Service):
         settings = self.settings
         try:
             if self.registry is None:
-                self.registry = await asyncio.to_thread(ModelRegistry.from_specs, settings.models)
+                configs = model_configs(settings.models, settings.models_file)
+                self.registry = await asyncio.to_thread(ModelRegistry.from_configs, configs)
+            self._batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000,
+                                    self.registry.limits(settings.max_batch_size))
             topics = sorted({settings.topic_for(name) for name in self.registry.names()})
             if settings.create_topics:
                 await ensure_topics(
@@ -98,6 +104,7 @@ class Worker(Service):
                 DeadLetterSink(settings.kafka, settings.dead_letter_topic)
             )
             self._runner = await self._stack.enter_async_context(ModelRunner())
+            await self._warm_up(self.registry)
             self._consumer = await self._stack.enter_async_context(
                 RequestConsumer(settings, topics, self._on_assigned, self._on_revoked)
             )
@@ -115,6 +122,14 @@ class Worker(Service):
             group=settings.consumer_group,
             models=self.registry.names(),
         )
+
+    async def _warm_up(self, registry: ModelRegistry) -> None:
+        """Every model sees every batch-size bucket before the worker joins its group."""
+        for model in registry:
+            if has_hook(model, "warmup"):
+                seconds = await self._runner.warm_up(model)
+                log.info("model.warmed_up", worker=self.id, model=model.name,
+                         seconds=round(seconds, 3))
 
     async def _stop(self) -> None:
         log.info("worker.draining", worker=self.id, queued=len(self._batcher))
@@ -216,6 +231,10 @@ class Worker(Service):
                 expired.append(outcome)
             else:
                 admitted.append(outcome)
+        if admitted:
+            assert self.registry is not None
+            admitted, unprepared = await prepare(self._runner, self.registry, admitted)
+            rejections += unprepared
         for request in admitted:
             self._batcher.add(request)
         if admitted:

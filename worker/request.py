@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from inferpool.wire import Encoding
 from producer.envelope import RequestEnvelope
 from worker.offsets import OffsetToken
+
+
+class KafkaRecord(Protocol):
+    """The fields of aiokafka's ConsumerRecord that the worker reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +32,7 @@ class PendingRequest:
     deadline_monotonic: float | None  # the envelope's deadline on this host's monotonic clock
     traceparent: str | None = None
     cost: int = 1  # what the request weighs in a batch: its token count, for text models
+    record: KafkaRecord | None = None  # the Kafka record it came in (for a dead-letter copy)
 
     @property
     def id(self) -> str:

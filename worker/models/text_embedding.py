@@ -1,0 +1,187 @@
+"""TextEmbeddingModel: a Hugging Face sentence encoder (BERT-like) served as text -> vector.
+
+Input: a string. Output: its embedding, mean-pooled over the attention mask and L2
+normalized (what sentence-transformers computes), as a float32 tensor. Loaded offline from
+a local directory (config.json, model.safetensors, tokenizer files); never from a hub.
+
+Texts longer than ``max_sequence_length`` tokens are truncated to it (as
+sentence-transformers does); texts over ``max_input_bytes`` are refused before
+tokenization. Tokenization runs once, in ``prepare`` (off the event loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as functional
+from torch import nn
+
+from inferpool.errors import ConfigurationError, InvalidInput
+from inferpool.logs import get_logger
+from inferpool.wire import WireTensor
+from worker.models.base import ListModel
+from worker.models.calibration import CALIBRATION_SEED, CALIBRATION_SIZE, sentences
+from worker.models.precision import AccuracyFloor, Precision, choose, ladder
+from worker.models.quantization import quantize_int8
+
+log = get_logger("worker.models.text_embedding")
+
+WARMUP_BATCH_SIZES = (1, 8, 32, 64, 128)
+
+
+@dataclass(frozen=True, slots=True)
+class TextEmbeddingOptions:
+    precision: Precision = Precision.AUTO
+    device: str = "auto"  # cpu | cuda | cuda:N | auto
+    max_sequence_length: int = 256
+    max_input_bytes: int = 16_384
+    floor: AccuracyFloor = field(default_factory=AccuracyFloor)
+    warmup_batch_sizes: tuple[int, ...] = WARMUP_BATCH_SIZES
+    int8_options: Mapping[str, Any] | None = None  # passed to quantize_int8
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"device {requested!r} was asked for but CUDA is not available")
+    return device
+
+
+class TextEmbeddingModel(ListModel):
+    def __init__(self, name: str, version: str, model_dir: Path,
+                 options: TextEmbeddingOptions = TextEmbeddingOptions()) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+        self.name, self.version, self.options = name, version, options
+        self.device = pick_device(options.device)
+        started = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self._fp32: nn.Module = AutoModel.from_pretrained(
+            str(model_dir), local_files_only=True, use_safetensors=True
+        ).eval()
+        self._sep = int(self.tokenizer.sep_token_id)
+        self._pad = int(self.tokenizer.pad_token_id)
+        calibration = [self.prepare_one(text) for text in sentences(CALIBRATION_SIZE,
+                                                                     CALIBRATION_SEED)]
+        self._calibration = calibration
+        self.choice, self.encoder = choose(
+            ladder(options.precision, self.device), self._load, self._embed_calibration,
+            options.floor,
+        )
+        self.load_seconds = time.perf_counter() - started
+        for mode, reason in self.choice.refused:
+            log.warning("model.precision_refused", model=name, precision=mode.value,
+                        reason=reason)
+        log.info("model.loaded", model=name, version=version, device=str(self.device),
+                 precision=self.choice.precision.value, load_s=round(self.load_seconds, 2),
+                 agreement=str(self.choice.agreement) if self.choice.agreement else None)
+
+    @property
+    def precision(self) -> Precision:
+        return self.choice.precision
+
+    # --- loading ------------------------------------------------------------------------
+
+    def _load(self, precision: Precision) -> nn.Module:
+        module = self._fp32
+        if precision is Precision.INT8:
+            if self.device.type != "cpu":
+                raise ConfigurationError("int8 dynamic quantization runs on the CPU only")
+            batches = [self.collate(self._calibration[i : i + 16])
+                       for i in range(0, len(self._calibration), 16)]
+            return quantize_int8(module, batches, **dict(self.options.int8_options or {}))
+        if precision is Precision.INT8_WEIGHT_ONLY:
+            return _int8_weight_only(module, self.device)
+        if precision in (Precision.BF16, Precision.FP16):
+            dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
+            import copy
+
+            return copy.deepcopy(module).to(self.device, dtype)
+        return module.to(self.device)
+
+    def _embed_calibration(self, module: nn.Module) -> torch.Tensor:
+        rows = [self._encode(module, self.collate(self._calibration[i : i + 16]))
+                for i in range(0, len(self._calibration), 16)]
+        return torch.cat(rows)
+
+    # --- requests -----------------------------------------------------------------------
+
+    def validate(self, inputs: Any, params: Mapping[str, Any]) -> Any:
+        if not isinstance(inputs, str):
+            raise InvalidInput(f"model {self.name!r} expects a text (a string), "
+                               f"got {type(inputs).__name__}")
+        if not inputs.strip():
+            raise InvalidInput(f"model {self.name!r} got an empty text; send at least one word")
+        size = len(inputs.encode("utf-8"))
+        if size > self.options.max_input_bytes:
+            raise InvalidInput(f"text is {size} bytes; model {self.name!r} accepts at most "
+                               f"{self.options.max_input_bytes}")
+        return inputs
+
+    def prepare_one(self, text: str) -> list[int]:
+        ids: list[int] = self.prepare([text])[0]
+        return ids
+
+    def prepare(self, items: Sequence[Any]) -> list[Any]:
+        """Token ids of each text, truncated to max_sequence_length (ending with [SEP])."""
+        encoded = self.tokenizer(list(items), add_special_tokens=True, truncation=False,
+                                 return_attention_mask=False, verbose=False)["input_ids"]
+        limit = self.options.max_sequence_length
+        return [ids if len(ids) <= limit else [*ids[: limit - 1], self._sep] for ids in encoded]
+
+    def cost(self, item: Any) -> int:
+        return len(item)
+
+    def warmup(self) -> None:
+        text = self._calibration[0]
+        for size in self.options.warmup_batch_sizes:
+            self.forward(self.collate([text] * size))
+
+    # --- batches ------------------------------------------------------------------------
+
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        length = max(len(ids) for ids in items)
+        input_ids = torch.full((len(items), length), self._pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, ids in enumerate(items):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.device.type == "cuda":
+            return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._encode(self.encoder, batch)
+
+    def _encode(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            hidden = module(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return functional.normalize(pooled, dim=-1).to("cpu")
+
+    def split(self, outputs: Any, count: int) -> Sequence[Any]:
+        return [WireTensor.from_torch(row) for row in outputs]
+
+
+def _int8_weight_only(module: nn.Module, device: torch.device) -> nn.Module:
+    if device.type != "cuda":
+        raise ConfigurationError("int8 weight-only quantization is for CUDA devices")
+    import copy
+
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_  # type: ignore[import-not-found]
+
+    quantized = copy.deepcopy(module).to(device, torch.float16)
+    quantize_(quantized, Int8WeightOnlyConfig())
+    return quantized
