@@ -6,7 +6,7 @@ import pytest
 
 from inferpool.wire import Encoding
 from producer.envelope import RequestEnvelope
-from worker.batcher import BatchLimits, Batcher, CloseReason
+from worker.batcher import Batcher, BatchLimits, CloseReason
 from worker.offsets import OffsetToken, TopicPartition
 from worker.request import PendingRequest
 
