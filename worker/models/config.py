@@ -62,8 +62,12 @@ def read_models_file(path: Path) -> list[ModelConfig]:
     for index, table in enumerate(tables):
         try:
             configs.append(ModelConfig(**table))
-        except (ValidationError, TypeError) as error:
-            raise ConfigurationError(f"models file {path}, model #{index + 1}: {error}") from None
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+                for problem in error.errors()
+            )
+            raise ConfigurationError(f"models file {path}, model #{index + 1}: {problems}") from None
     return configs
 
 
