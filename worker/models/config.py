@@ -67,7 +67,9 @@ def read_models_file(path: Path) -> list[ModelConfig]:
                 f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
                 for problem in error.errors()
             )
-            raise ConfigurationError(f"models file {path}, model #{index + 1}: {problems}") from None
+            raise ConfigurationError(
+                f"models file {path}, model #{index + 1}: {problems}"
+            ) from None
     return configs
 
 
