@@ -1,8 +1,9 @@
 """Int8 CPU quantization for BERT-like sentence encoders (MiniLM and kin).
 
-The recipe measured best on AVX2-only CPUs (see ``docs/quantization.md``) is dynamic int8
-quantization of the ``nn.Linear`` layers (``torch.ao.quantization.quantize_dynamic``,
-per-output-channel weights) with two additions:
+The recipe measured best on AVX2-only CPUs (see ``docs/quantization.md``, and
+``ops/bench/quantization.py`` to measure it again) is dynamic int8 quantization of every
+``nn.Linear`` layer (``torch.ao.quantization.quantize_dynamic``, per-output-channel
+weights) with two additions, both on by default in ``quantize_int8``:
 
 * **SmoothQuant-style smoothing** of the layers whose inputs carry outlier channels (the
   FFN output ``1536 → 384`` in BERT): each input channel ``j`` is divided by
@@ -12,10 +13,13 @@ per-output-channel weights) with two additions:
   layer's input also feeds a residual connection and the division cannot be folded into
   the preceding LayerNorm; it stays an explicit per-channel multiply (cheap next to the
   matmul).
-* **Optionally, full-range activations**: ``quantize_dynamic`` quantizes activations to
+* **Full-range activations**: ``quantize_dynamic`` quantizes activations to
   7 bits (``reduce_range=True``) so that AVX2's saturating 16-bit pair sums cannot
   overflow. ``activation_bits=8`` instead gives activations the full 8 bits and
-  restricts the weights to 7 bits (``[-64, 63]``), which is just as overflow-safe.
+  restricts the weights to 7 bits (``[-64, 63]``), which is just as overflow-safe
+  (255 * 64 * 2 < 2**15) and much more accurate, because the activations, not the
+  per-channel weights, are what loses precision. ``activation_bits=7`` keeps the stock
+  kernel behaviour.
 
 Everything here is a pure function of its arguments: the input model is left untouched
 and a quantized deep copy is returned.
@@ -234,12 +238,16 @@ def quantize_int8(
     model: nn.Module,
     calibration_batches: Iterable[Mapping[str, torch.Tensor]],
     *,
-    alpha: float = 0.5,
+    alpha: float = 0.8,
     smooth_layers: Sequence[str] = (FFN_OUTPUT,),
     keep_fp32: Sequence[str] = (),
     activation_bits: _ActivationBits = 8,
 ) -> nn.Module:
     """Return an int8 (dynamic, per-channel weights) copy of a BERT-like encoder.
+
+    The defaults are the recommended CPU recipe for MiniLM-L6 (mean cosine 0.994, min
+    0.990 against fp32 on 256 sentences): 8-bit activations / 7-bit weights, FFN-output
+    layers smoothed with ``alpha=0.8``.
 
     ``calibration_batches`` are keyword-argument dicts for ``model(**batch)`` (tokenizer
     output); they are only used when ``smooth_layers`` selects any layer. Layer selections

@@ -25,7 +25,13 @@ from inferpool.errors import ConfigurationError, InvalidInput
 from inferpool.logs import get_logger
 from inferpool.wire import WireTensor
 from worker.models.base import ListModel
-from worker.models.calibration import CALIBRATION_SEED, CALIBRATION_SIZE, sentences
+from worker.models.calibration import (
+    CALIBRATION_SEED,
+    CALIBRATION_SIZE,
+    CHECK_SEED,
+    CHECK_SIZE,
+    sentences,
+)
 from worker.models.precision import AccuracyFloor, Precision, choose, ladder
 from worker.models.quantization import quantize_int8
 
@@ -71,11 +77,11 @@ class TextEmbeddingModel(ListModel):
         ).eval()
         self._sep = int(self.tokenizer.sep_token_id)
         self._pad = int(self.tokenizer.pad_token_id)
-        calibration = [self.prepare_one(text) for text in sentences(CALIBRATION_SIZE,
-                                                                     CALIBRATION_SEED)]
-        self._calibration = calibration
+        # one set calibrates the quantizer (smoothing scales), another checks the result
+        self._calibration = self.prepare(sentences(CALIBRATION_SIZE, CALIBRATION_SEED))
+        self._check = self.prepare(sentences(CHECK_SIZE, CHECK_SEED))
         self.choice, self.encoder = choose(
-            ladder(options.precision, self.device), self._load, self._embed_calibration,
+            ladder(options.precision, self.device), self.build_encoder, self._embed_check_set,
             options.floor,
         )
         self.load_seconds = time.perf_counter() - started
@@ -92,13 +98,13 @@ class TextEmbeddingModel(ListModel):
 
     # --- loading ------------------------------------------------------------------------
 
-    def _load(self, precision: Precision) -> nn.Module:
+    def build_encoder(self, precision: Precision) -> nn.Module:
         module = self._fp32
         if precision is Precision.INT8:
             if self.device.type != "cpu":
                 raise ConfigurationError("int8 dynamic quantization runs on the CPU only")
-            batches = [self.collate(self._calibration[i : i + 16])
-                       for i in range(0, len(self._calibration), 16)]
+            batches = [self.collate(self._calibration[i : i + 32])
+                       for i in range(0, len(self._calibration), 32)]
             return quantize_int8(module, batches, **dict(self.options.int8_options or {}))
         if precision is Precision.INT8_WEIGHT_ONLY:
             return _int8_weight_only(module, self.device)
@@ -109,9 +115,9 @@ class TextEmbeddingModel(ListModel):
             return copy.deepcopy(module).to(self.device, dtype)
         return module.to(self.device)
 
-    def _embed_calibration(self, module: nn.Module) -> torch.Tensor:
-        rows = [self._encode(module, self.collate(self._calibration[i : i + 16]))
-                for i in range(0, len(self._calibration), 16)]
+    def _embed_check_set(self, module: nn.Module) -> torch.Tensor:
+        rows = [self.encode(module, self.collate(self._check[i : i + 32]))
+                for i in range(0, len(self._check), 32)]
         return torch.cat(rows)
 
     # --- requests -----------------------------------------------------------------------
@@ -162,9 +168,9 @@ class TextEmbeddingModel(ListModel):
         return batch
 
     def forward(self, batch: Any) -> torch.Tensor:
-        return self._encode(self.encoder, batch)
+        return self.encode(self.encoder, batch)
 
-    def _encode(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
             hidden = module(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
