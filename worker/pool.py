@@ -49,6 +49,7 @@ log = get_logger("worker")
 
 FETCH_TIMEOUT_MS = 100
 MAX_FETCH_RECORDS = 2000
+MAX_BATCHES_IN_FLIGHT = 2
 BACKPRESSURE_POLL_S = 1.0
 
 
@@ -278,20 +279,38 @@ class Worker(Service):
     # --- batching -----------------------------------------------------------------------
 
     async def _batch_loop(self) -> None:
-        while True:
-            self._arrived.clear()
-            now = time.monotonic()
-            batch = self._batcher.take(now, drain=self._draining)
-            if batch is not None:
-                await self._run(batch)
-                continue
-            if self._draining:
-                return
-            due = self._batcher.next_due()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._arrived.wait(), None if due is None else max(0.0, due - now)
-                )
+        """Close batches as they fall due and run up to MAX_BATCHES_IN_FLIGHT at once: while
+        one computes in the model thread, the next is collated and the previous stored."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._arrived.clear()
+                now = time.monotonic()
+                room = len(running) < MAX_BATCHES_IN_FLIGHT
+                batch = self._batcher.take(now, drain=self._draining) if room else None
+                if batch is not None:
+                    running.add(asyncio.create_task(self._run(batch)))
+                    continue
+                if self._draining and not running and not len(self._batcher):
+                    return
+                await self._wait_for_work(running, self._batcher.next_due() if room else None)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _wait_for_work(self, running: set[asyncio.Task[None]], due: float | None) -> None:
+        """Until a request arrives, the next batch falls due, or a running batch ends."""
+        arrival = asyncio.ensure_future(self._arrived.wait())
+        timeout = None if due is None else max(0.0, due - time.monotonic())
+        try:
+            done, _ = await asyncio.wait({arrival, *running}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrival.cancel()
+        for task in done & running:
+            running.discard(task)
+            task.result()  # a batch that failed unexpectedly fails the loop, loudly
 
     async def _run(self, batch: Batch) -> None:
         assert self.registry is not None

@@ -28,37 +28,54 @@ class BatchOutcome:
     seconds: float  # wall time of the whole run, retries included
 
 
-def _forward(model: Model, items: Sequence[Any]) -> list[Any]:
-    outputs = list(model.split(model.forward(model.collate(items)), len(items)))
-    if len(outputs) != len(items):
+def _outputs(model: Model, batch: Any, count: int) -> list[Any]:
+    outputs = list(model.split(model.forward(batch), count))
+    if len(outputs) != count:
         raise ModelError(
             f"batch size mismatch: model {model.name!r} returned {len(outputs)} outputs "
-            f"for {len(items)} inputs"
+            f"for {count} inputs"
         )
     return outputs
 
 
 def _forward_one(model: Model, item: Any) -> Any:
     try:
-        return _forward(model, [item])[0]
+        return _outputs(model, model.collate([item]), 1)[0]
     except Exception as error:
         return ModelError(f"model {model.name!r} failed: {type(error).__name__}: {error}")
 
 
-def run_batch(model: Model, items: Sequence[Any]) -> BatchOutcome:
-    """Synchronous core, for the thread (and for direct use in tests and benchmarks)."""
+def collate_batch(model: Model, items: Sequence[Any]) -> Any:
+    """The model's batch for ``items`` (in the preparation thread), or the exception."""
+    try:
+        return model.collate(items)
+    except Exception as error:
+        return _CollateFailed(error)
+
+
+@dataclass(frozen=True, slots=True)
+class _CollateFailed:
+    error: Exception
+
+
+def compute_batch(model: Model, items: Sequence[Any], batch: Any) -> BatchOutcome:
+    """Forward and split a collated batch (in the model thread). If anything fails, each
+    request is run alone, so only the one that fails gets a ModelError."""
     started = time.perf_counter()
     try:
-        outputs = _forward(model, items)
+        if isinstance(batch, _CollateFailed):
+            raise batch.error
+        outputs = _outputs(model, batch, len(items))
     except Exception as error:
-        log.warning(
-            "batch.failed",
-            model=model.name,
-            size=len(items),
-            error=f"{type(error).__name__}: {error}",
-        )
+        log.warning("batch.failed", model=model.name, size=len(items),
+                    error=f"{type(error).__name__}: {error}")
         outputs = [_forward_one(model, item) for item in items]
     return BatchOutcome(outputs, time.perf_counter() - started)
+
+
+def run_batch(model: Model, items: Sequence[Any]) -> BatchOutcome:
+    """Collate, forward and split in the calling thread (tests and benchmarks)."""
+    return compute_batch(model, items, collate_batch(model, items))
 
 
 def prepare_items(model: Model, items: Sequence[Any]) -> list[Any]:
@@ -99,9 +116,13 @@ class ModelRunner(Service):
                 await asyncio.to_thread(executor.shutdown, wait=True)
 
     async def run(self, model: Model, items: Sequence[Any]) -> BatchOutcome:
+        """Collate in the preparation thread (pinned memory, non-blocking copies to the
+        device), then forward and split in the model thread: while one batch computes, the
+        next one is being collated."""
         self._require_started()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._model_thread, run_batch, model, items)
+        batch = await loop.run_in_executor(self._prepare_thread, collate_batch, model, items)
+        return await loop.run_in_executor(self._model_thread, compute_batch, model, items, batch)
 
     async def prepare(self, model: Model, items: Sequence[Any]) -> list[Any]:
         self._require_started()
