@@ -24,6 +24,7 @@ from typing import Any
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.errors import InferpoolError
 from inferpool.settings import InferpoolSettings
+from inferpool.wire import WireTensor
 
 DEMO_SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
@@ -36,6 +37,8 @@ DEMO_SENTENCES = [
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("up", help="run a local broker, Redis and workers on loopback")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--models", default=None,
+                        help="models the workers serve (default: INFERPOOL_MODELS, i.e. echo)")
     parser.add_argument("--broker-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--redis-port", type=int, default=None, help="default: a free port")
     parser.add_argument(
@@ -48,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="submit N demo requests (default 2000), print a summary, stop",
     )
     parser.add_argument("--stay", action="store_true", help="keep running after the demo")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, overrides=_overrides)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"models": args.models} if args.models else {}
 
 
 def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
@@ -85,7 +92,9 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
 def _workers(settings: InferpoolSettings, count: int) -> Iterator[Path]:
     logdir = Path(tempfile.mkdtemp(prefix="inferpool-workers-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
-    env.update(_environment(settings))
+    env.update(_environment(settings, count))
+    if settings.models_file is not None:
+        env["INFERPOOL_MODELS_FILE"] = str(settings.models_file.resolve())
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(count):
@@ -135,7 +144,12 @@ def _wait_until_joined(
         time.sleep(0.1)
 
 
-def _environment(settings: InferpoolSettings) -> dict[str, str]:
+def _threads_per_worker(workers: int) -> int:
+    """Share the cores: processes of one thread each beat one process of many threads."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
     return {
         "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "INFERPOOL_REDIS_URL": settings.redis.url,
@@ -143,6 +157,7 @@ def _environment(settings: InferpoolSettings) -> dict[str, str]:
         "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
         "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
         "INFERPOOL_MODELS": ",".join(settings.models),
+        "INFERPOOL_TORCH_THREADS": str(settings.torch_threads or _threads_per_worker(count)),
         "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
         "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
         "INFERPOOL_LOG_FORMAT": "json",
@@ -182,6 +197,9 @@ async def demo(settings: InferpoolSettings, count: int) -> None:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, WireTensor):
+        head = ", ".join(f"{x:.3f}" for x in value.to_torch().flatten()[:4].tolist())
+        return f"{value.dtype}{list(value.shape)} [{head}, ...]"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
