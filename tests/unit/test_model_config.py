@@ -89,3 +89,10 @@ def test_a_saved_program_serves_tensors(tmp_path: Path, kind: str) -> None:
     assert torch.allclose(torch.stack([o.to_torch() for o in outputs]), expected)
     with pytest.raises(InvalidInput, match="float32 of shape"):
         model.validate(WireTensor.from_torch(torch.zeros(3)), {})
+
+
+def test_the_example_models_file_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "ops" / "models.example.toml"
+    configs = read_models_file(example)
+    assert [c.name for c in configs] == ["minilm", "echo"]
+    assert configs[0].max_batch_tokens == 8192
