@@ -164,6 +164,10 @@ class InferpoolSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
 
+    # Metrics and health (GET /metrics, /healthz, /readyz); port 0 picks a free port.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

@@ -161,6 +161,8 @@ def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
         "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
         "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
         "INFERPOOL_LOG_FORMAT": "json",
+        "INFERPOOL_METRICS_HOST": "127.0.0.1",
+        "INFERPOOL_METRICS_PORT": "0",  # each worker logs its port (event health.listening)
     }
 
 

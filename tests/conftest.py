@@ -63,4 +63,6 @@ def settings(
         max_batch_size=16,
         drain_timeout_s=10,
         log_format="console",
+        metrics_host="127.0.0.1",
+        metrics_port=0,
     )

@@ -200,6 +200,12 @@ class Batcher:
         return Batch(next(self._batch_ids), model, [entry[1] for entry in taken],
                      [entry[1] for entry in expired], reason, now)
 
+    def oldest_submitted_ms(self) -> int | None:
+        """The submit time of the oldest queued request (None when nothing is queued)."""
+        times = [queue.requests[0][1].envelope.submitted_ms
+                 for queue in self._queues.values() if queue.requests]
+        return min(times, default=None)
+
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
         """Remove and return queued requests matching ``predicate`` (e.g. revoked partitions)."""
         removed: list[PendingRequest] = []

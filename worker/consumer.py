@@ -96,6 +96,17 @@ class RequestConsumer(Service):
             return []
         return [record for records in batches.values() for record in records]
 
+    def highwaters(self) -> dict[TopicPartition, int]:
+        """The broker's end offset of each assigned partition, as of the last fetch."""
+        if self._consumer is None:
+            return {}
+        marks: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            mark = self._consumer.highwater(tp)
+            if mark is not None:
+                marks[TopicPartition(tp.topic, tp.partition)] = mark
+        return marks
+
     def pause_all(self) -> None:
         self._client.pause(*self._client.assignment())
 

@@ -84,6 +84,13 @@ class OffsetTracker:
         keys = self._partitions if partitions is None else [TopicPartition(*p) for p in partitions]
         return sum(len(self._partitions[k].in_order) for k in keys if k in self._partitions)
 
+    def position(self, partition: TopicPartition) -> int | None:
+        """The first offset of ``partition`` not yet answered (None if none was fetched)."""
+        state = self._partitions.get(TopicPartition(*partition))
+        if state is None:
+            return None
+        return state.in_order[0] if state.in_order else state.commit_point
+
     def committable(
         self, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, int]:

@@ -35,7 +35,9 @@ from worker.answers import Answers
 from worker.batcher import Batch, Batcher
 from worker.consumer import RequestConsumer
 from worker.dead_letter import DeadLetterSink
+from worker.health import HealthServer
 from worker.intake import Intake, Rejection
+from worker.metrics import WorkerMetrics
 from worker.models.base import has_hook
 from worker.models.config import model_configs
 from worker.models.registry import ModelRegistry
@@ -65,6 +67,7 @@ class Worker(Service):
         self.assigned = asyncio.Event()  # set once the group gave this worker partitions
         self.failed: BaseException | None = None
         self.closed = asyncio.Event()  # set when a loop died: the entry point should stop
+        self.metrics = WorkerMetrics()
         self._tracker = OffsetTracker()
         self._batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000)
         self._answers = Answers(self.id)
@@ -83,11 +86,23 @@ class Worker(Service):
     async def _start(self) -> None:
         settings = self.settings
         try:
+            self.health = await self._stack.enter_async_context(
+                HealthServer(
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    self.metrics.exposition,
+                    alive=lambda: self.failed is None,
+                    ready=self.ready,
+                )
+            )
             if self.registry is None:
                 configs = model_configs(settings.models, settings.models_file)
                 self.registry = await asyncio.to_thread(ModelRegistry.from_configs, configs)
-            self._batcher = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000,
-                                    self.registry.limits(settings.max_batch_size))
+            self._batcher = Batcher(
+                settings.max_batch_size,
+                settings.max_wait_ms / 1000,
+                self.registry.limits(settings.max_batch_size),
+            )
             topics = sorted({settings.topic_for(name) for name in self.registry.names()})
             if settings.create_topics:
                 await ensure_topics(
@@ -100,18 +115,29 @@ class Worker(Service):
             writer = ResultWriter(
                 settings.redis, ResultKeys(settings.result_key_prefix), settings.result_ttl_s
             )
-            self._sink = ResultSink(await self._stack.enter_async_context(writer))
+            self._sink = ResultSink(
+                await self._stack.enter_async_context(writer),
+                on_retry=self.metrics.store_retries.inc,
+            )
             self._dead_letters = await self._stack.enter_async_context(
                 DeadLetterSink(settings.kafka, settings.dead_letter_topic)
             )
             self._runner = await self._stack.enter_async_context(ModelRunner())
             await self._warm_up(self.registry)
+            for model in self.registry:
+                self.metrics.model_loaded(model)
             self._consumer = await self._stack.enter_async_context(
                 RequestConsumer(settings, topics, self._on_assigned, self._on_revoked)
             )
         except BaseException:
             await self._stack.aclose()
             raise
+        self.metrics.watch(
+            inflight=self._tracker.unanswered,
+            oldest_age=self._oldest_age_s,
+            ready=self.ready,
+            lag=self._lag,
+        )
         for loop in (self._fetch_loop, self._batch_loop, self._commit_loop):
             task = asyncio.create_task(loop(), name=f"inferpool-{loop.__name__.strip('_')}")
             task.add_done_callback(self._task_done)
@@ -129,8 +155,9 @@ class Worker(Service):
         for model in registry:
             if has_hook(model, "warmup"):
                 seconds = await self._runner.warm_up(model)
-                log.info("model.warmed_up", worker=self.id, model=model.name,
-                         seconds=round(seconds, 3))
+                log.info(
+                    "model.warmed_up", worker=self.id, model=model.name, seconds=round(seconds, 3)
+                )
 
     async def _stop(self) -> None:
         log.info("worker.draining", worker=self.id, queued=len(self._batcher))
@@ -253,7 +280,9 @@ class Worker(Service):
             results = [(self._answers.rejected(r), r.encoding) for r in rejections if r.request_id]
             results += [(self._answers.expired(r), r.encoding) for r in expired]
             await self._sink.store(results)
+        self.metrics.answered(record for record, _ in results)
         for rejection in rejections:
+            self.metrics.dead_letters.labels(rejection.error.code).inc()
             log.info(
                 "request.rejected",
                 request_id=rejection.request_id,
@@ -304,8 +333,9 @@ class Worker(Service):
         arrival = asyncio.ensure_future(self._arrived.wait())
         timeout = None if due is None else max(0.0, due - time.monotonic())
         try:
-            done, _ = await asyncio.wait({arrival, *running}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {arrival, *running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             arrival.cancel()
         for task in done & running:
@@ -333,6 +363,15 @@ class Worker(Service):
                 ]
             results += [(self._answers.expired(r), r.encoding) for r in batch.expired]
             await self._sink.store(results)
+        self.metrics.answered(record for record, _ in results)
+        if requests:
+            self.metrics.batch_ran(
+                model.name,
+                len(requests),
+                batch.reason.value,
+                outcome.seconds,
+                (started - r.fetched_monotonic for r in requests),
+            )
         log.info(
             "batch.done",
             worker=self.id,
@@ -342,6 +381,7 @@ class Worker(Service):
             expired=len(batch.expired),
             reason=batch.reason.value,
             request_ids=[r.id for r in requests],
+            traces=[r.traceparent for r in requests if r.traceparent] or None,
         )
 
     @contextlib.asynccontextmanager
@@ -376,10 +416,36 @@ class Worker(Service):
     async def _commit(self, partitions: list[TopicPartition] | None = None) -> None:
         async with self._commit_lock:
             offsets = self._tracker.committable(partitions)
-            if offsets and await self._consumer.commit(offsets):
+            if not offsets:
+                return
+            if await self._consumer.commit(offsets):
                 self._tracker.committed(offsets)
+            else:
+                self.metrics.commit_failures.inc()
 
-    # --- introspection (tests, health) --------------------------------------------------
+    # --- introspection (health, metrics, tests) -----------------------------------------
+
+    def ready(self) -> bool:
+        """Models warmed up, the group joined, not draining, nothing failed."""
+        return (
+            self.started
+            and self.assigned.is_set()
+            and not self._draining
+            and self._fetching
+            and self.failed is None
+        )
+
+    def _oldest_age_s(self) -> float:
+        oldest = self._batcher.oldest_submitted_ms()
+        return max(0.0, (now_ms() - oldest) / 1000) if oldest else 0.0
+
+    def _lag(self) -> dict[tuple[str, int], int]:
+        lag: dict[tuple[str, int], int] = {}
+        for partition, end in self._consumer.highwaters().items():
+            position = self._tracker.position(partition)
+            if position is not None:
+                lag[(partition.topic, partition.partition)] = max(0, end - position)
+        return lag
 
     def stats(self) -> dict[str, Any]:
         return {

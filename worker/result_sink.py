@@ -8,7 +8,7 @@ resumes where it was once Redis answers again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from inferpool.errors import ResultStoreUnavailable
 from inferpool.logs import get_logger
@@ -23,8 +23,9 @@ MAX_BACKOFF_S = 2.0
 
 
 class ResultSink:
-    def __init__(self, writer: ResultWriter) -> None:
+    def __init__(self, writer: ResultWriter, on_retry: Callable[[], None] = lambda: None) -> None:
         self._writer = writer
+        self._on_retry = on_retry
 
     async def store(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
         """Store every result; retries until Redis answers (cancel to give up)."""
@@ -34,6 +35,7 @@ class ResultSink:
             try:
                 return await self._writer.write(results)
             except ResultStoreUnavailable as error:
+                self._on_retry()
                 log.warning(
                     "results.store_retry",
                     attempt=attempt,

@@ -54,7 +54,8 @@ def run_once(count: int, workers: int, batch: int) -> float:
         env.update({"INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                     "INFERPOOL_REDIS_URL": redis.url, "INFERPOOL_MAX_BATCH_SIZE": str(batch),
                     "INFERPOOL_MAX_INFLIGHT_REQUESTS": str(batch * 32),
-                    "INFERPOOL_LOG_LEVEL": "warning"})
+                    "INFERPOOL_LOG_LEVEL": "warning", "INFERPOOL_METRICS_PORT": "0",
+                    "INFERPOOL_METRICS_HOST": "127.0.0.1"})
         logdir = Path(tempfile.mkdtemp(prefix="echo-bench-"))
         processes = [subprocess.Popen([sys.executable, "-m", "inferpool", "worker"], env=env,
                                       stdout=(logdir / f"w{i}.log").open("wb"),

@@ -125,6 +125,8 @@ def worker_environment(settings: InferpoolSettings, models: str, call_log: Path)
             "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
             "INFERPOOL_MODELS": models,
             "INFERPOOL_LOG_FORMAT": "json",
+            "INFERPOOL_METRICS_HOST": "127.0.0.1",
+            "INFERPOOL_METRICS_PORT": "0",
             "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
             testing_models.CALL_LOG_ENV: str(call_log),
         }

@@ -1,0 +1,193 @@
+"""WorkerMetrics: the Prometheus metrics of one worker, in a registry of its own.
+
+The pool reports what happened (a batch ran, results were stored, a record was
+rejected); gauges that describe the present (in-flight requests, oldest request age,
+consumer lag) are computed when Prometheus scrapes, from functions the pool provides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from results.record import ResultRecord
+
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
+
+LagFunction = Callable[[], dict[tuple[str, int], int]]
+
+
+class _LagCollector(Collector):
+    def __init__(self, lag: LagFunction) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "inferpool_consumer_lag",
+            "Records in the partition not yet committed by the group",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self._lag().items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "inferpool_requests",
+            "Requests answered, by model and status",
+            ["model", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "inferpool_errors", "Error results, by stable error code", ["code"], registry=r
+        )
+        self.dead_letters = Counter(
+            "inferpool_dead_letters",
+            "Records sent to the dead-letter topic, by error code",
+            ["code"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "inferpool_batches",
+            "Batches run, by why they were closed",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "inferpool_batch_size",
+            "Requests per batch",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "inferpool_queue_wait_seconds",
+            "Submit to fetched by a worker",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "inferpool_batch_wait_seconds",
+            "Fetched to its batch starting",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "inferpool_inference_seconds",
+            "Model time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "inferpool_end_to_end_seconds",
+            "Submit to result stored",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "inferpool_commit_failures",
+            "Offset commits that failed (rebalance, broker unreachable)",
+            registry=r,
+        )
+        self.store_retries = Counter(
+            "inferpool_result_store_retries",
+            "Result writes retried because Redis was unavailable",
+            registry=r,
+        )
+        self.model_load = Gauge(
+            "inferpool_model_load_seconds",
+            "Time to load (and check) a model",
+            ["model"],
+            registry=r,
+        )
+        self.agreement = Gauge(
+            "inferpool_model_agreement_cosine",
+            "Agreement of the served precision with fp32 at load time",
+            ["model", "precision", "stat"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "inferpool_inflight_requests", "Fetched requests not yet answered", registry=r
+        )
+        self.oldest_age = Gauge(
+            "inferpool_oldest_unprocessed_age_seconds",
+            "Age since submit of the oldest request this worker holds",
+            registry=r,
+        )
+        self.ready = Gauge("inferpool_ready", "1 when the worker is ready to serve", registry=r)
+
+    def watch(
+        self,
+        inflight: Callable[[], float],
+        oldest_age: Callable[[], float],
+        ready: Callable[[], bool],
+        lag: LagFunction,
+    ) -> None:
+        """Gauges read at scrape time."""
+        self.inflight.set_function(inflight)
+        self.oldest_age.set_function(oldest_age)
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+        self.registry.register(_LagCollector(lag))
+
+    def model_loaded(self, model: Any) -> None:
+        load_seconds = getattr(model, "load_seconds", None)
+        if load_seconds is not None:
+            self.model_load.labels(model.name).set(load_seconds)
+        choice = getattr(model, "choice", None)
+        if choice is not None and choice.agreement is not None:
+            precision = choice.precision.value
+            self.agreement.labels(model.name, precision, "mean").set(choice.agreement.mean_cosine)
+            self.agreement.labels(model.name, precision, "min").set(choice.agreement.min_cosine)
+
+    def batch_ran(
+        self, model: str, size: int, reason: str, inference_s: float, batch_waits_s: Iterable[float]
+    ) -> None:
+        self.batches.labels(model, reason).inc()
+        self.batch_size.labels(model).observe(size)
+        self.inference.labels(model).observe(inference_s)
+        for wait in batch_waits_s:
+            self.batch_wait.labels(model).observe(wait)
+
+    def answered(self, records: Iterable[ResultRecord]) -> None:
+        for record in records:
+            model = record.model or "unknown"
+            self.requests.labels(model, record.status.value).inc()
+            if record.error is not None:
+                self.errors.labels(record.error.code).inc()
+            timings = record.timings
+            if timings.end_to_end_ms:
+                self.end_to_end.labels(model).observe(timings.end_to_end_ms / 1000)
+            if timings.queue_wait_ms:
+                self.queue_wait.labels(model).observe(timings.queue_wait_ms / 1000)
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))
