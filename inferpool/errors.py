@@ -79,6 +79,12 @@ class ModelError(RequestError):
     code = "model_error"
 
 
+class PoisonRequest(RequestError):
+    """Every attempt at running this request ended its worker (a crash or a hang)."""
+
+    code = "poison_request"
+
+
 class InvalidOutput(RequestError):
     """The model's output for this request cannot be encoded (e.g. NaN in a JSON result)."""
 

@@ -43,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("id", help="the request id")
     parser.add_argument(
-        "--wait", type=_seconds, metavar="S", default=None,
+        "--wait",
+        type=_seconds,
+        metavar="S",
+        default=None,
         help="wait up to S seconds for the result to be written",
     )
     parser.set_defaults(func=run)

@@ -22,6 +22,10 @@ class ResultKeys:
         """Marker set when a worker has taken the request: 'pending' rather than 'unknown'."""
         return f"{self.prefix}:{{{request_id}}}:accepted"
 
+    def attempts(self, request_id: str) -> str:
+        """How many times a worker started running the request (poison detection)."""
+        return f"{self.prefix}:{{{request_id}}}:attempts"
+
     def done_channel(self, request_id: str) -> str:
         """Pub/sub channel told when the result is written (a hint; the key is the truth)."""
         return f"{self.prefix}:{{{request_id}}}:done"

@@ -81,7 +81,11 @@ class _Waiter:
     to re-read them all (after a (re)subscribe, every poll interval)."""
 
     def __init__(
-        self, client: Redis, keys: ResultKeys, request_ids: list[str], poll_interval_s: float,
+        self,
+        client: Redis,
+        keys: ResultKeys,
+        request_ids: list[str],
+        poll_interval_s: float,
         log: Any,
     ) -> None:
         self._client = client
@@ -112,8 +116,12 @@ class _Waiter:
             if loop.time() >= deadline:
                 return None
             self.unavailable = error
-            self._log.warning("results.wait_reconnect", error=type(error).__name__,
-                              remaining=len(self.remaining), backoff_s=self._backoff_s)
+            self._log.warning(
+                "results.wait_reconnect",
+                error=type(error).__name__,
+                remaining=len(self.remaining),
+                backoff_s=self._backoff_s,
+            )
             await self.close()
             await asyncio.sleep(min(self._backoff_s, deadline - loop.time()))
             self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)

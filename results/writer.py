@@ -78,7 +78,9 @@ def encode_or_explain(record: ResultRecord, encoding: Encoding) -> bytes:
             f"the model's output cannot be encoded as {encoding.name.lower()}: {error}"
         )
         return dataclasses.replace(
-            record, status=ResultStatus.ERROR, outputs=None,
+            record,
+            status=ResultStatus.ERROR,
+            outputs=None,
             error=ErrorInfo(problem.code, str(problem)),
         ).encode(encoding)
 
@@ -122,9 +124,10 @@ class ResultWriter(Service):
         for request_id, value in encoded:
             pipe.set(self._keys.result(request_id), value, nx=True, ex=self._ttl_s)
             pipe.publish(self._keys.done_channel(request_id), b"1")
+            pipe.delete(self._keys.attempts(request_id))  # answered: no longer a suspect
         with store_errors("result write"):
             replies = await pipe.execute()
-        written = sum(1 for reply in replies[0::2] if reply)
+        written = sum(1 for reply in replies[0::3] if reply)
         self._log.debug("results.written", results=len(encoded), new=written)
         return written
 
@@ -139,3 +142,17 @@ class ResultWriter(Service):
         with store_errors("accepted marker write"):
             await pipe.execute()
         self._log.debug("results.accepted", requests=len(request_ids))
+
+    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+        """Add ``delta`` attempts at running each request; return each request's count."""
+        client = self._client()
+        if not request_ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for request_id in request_ids:
+            key = self._keys.attempts(request_id)
+            pipe.incrby(key, delta)
+            pipe.expire(key, self._ttl_s)
+        with store_errors("attempt count"):
+            replies = await pipe.execute()
+        return [int(count) for count in replies[0::2]]

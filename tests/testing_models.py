@@ -101,3 +101,22 @@ class NanModel(ListModel):
 
     def forward(self, batch: Any) -> Any:
         return [float("nan") if item == "nan" else item for item in batch]
+
+
+class ExitingEcho(RecordingEcho):
+    """Echoes, except that the input "poison" kills the whole process (after logging the
+    attempt), every time: the request that no worker survives."""
+
+    def forward(self, batch: Any) -> Any:
+        if "poison" in batch:
+            if self._path:
+                with open(self._path, "a", encoding="utf-8") as log:
+                    log.write(json.dumps("poison-attempt") + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+            os._exit(17)
+        return super().forward(batch)
+
+
+def exiting_echo() -> ExitingEcho:
+    return ExitingEcho()

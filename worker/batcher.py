@@ -197,13 +197,22 @@ class Batcher:
         queue.remove(taken)
         queue.remove(expired)
         self._size -= len(taken) + len(expired)
-        return Batch(next(self._batch_ids), model, [entry[1] for entry in taken],
-                     [entry[1] for entry in expired], reason, now)
+        return Batch(
+            next(self._batch_ids),
+            model,
+            [entry[1] for entry in taken],
+            [entry[1] for entry in expired],
+            reason,
+            now,
+        )
 
     def oldest_submitted_ms(self) -> int | None:
         """The submit time of the oldest queued request (None when nothing is queued)."""
-        times = [queue.requests[0][1].envelope.submitted_ms
-                 for queue in self._queues.values() if queue.requests]
+        times = [
+            queue.requests[0][1].envelope.submitted_ms
+            for queue in self._queues.values()
+            if queue.requests
+        ]
         return min(times, default=None)
 
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:

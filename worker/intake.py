@@ -98,6 +98,13 @@ class Intake:
         if envelope.deadline_ms is not None:
             deadline = now_monotonic + (envelope.deadline_ms - now_ms) / 1000.0
         return PendingRequest(
-            envelope, item, token, encoding, now_monotonic, now_ms, deadline, traceparent,
+            envelope,
+            item,
+            token,
+            encoding,
+            now_monotonic,
+            now_ms,
+            deadline,
+            traceparent,
             record=record,
         )

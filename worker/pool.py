@@ -21,15 +21,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from inferpool.errors import BrokerUnavailable, InferpoolError
+from inferpool.errors import BrokerUnavailable, InferpoolError, PoisonRequest
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding
 from producer.envelope import now_ms
 from producer.topics import ensure_topics
 from results.keys import ResultKeys
-from results.record import ResultRecord
 from results.writer import ResultWriter
 from worker.answers import Answers
 from worker.batcher import Batch, Batcher
@@ -38,7 +36,7 @@ from worker.dead_letter import DeadLetterSink
 from worker.health import HealthServer
 from worker.intake import Intake, Rejection
 from worker.metrics import WorkerMetrics
-from worker.models.base import has_hook
+from worker.models.base import Model, has_hook
 from worker.models.config import model_configs
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
@@ -286,6 +284,7 @@ class Worker(Service):
             log.info(
                 "request.rejected",
                 request_id=rejection.request_id,
+                trace=rejection.traceparent,
                 code=rejection.error.code,
                 error=str(rejection.error),
                 partition=rejection.record.partition,
@@ -345,44 +344,98 @@ class Worker(Service):
     async def _run(self, batch: Batch) -> None:
         assert self.registry is not None
         model = self.registry.get(batch.model)
-        requests = batch.requests
-        async with self._holding([r.token for r in requests + batch.expired]):
-            results: list[tuple[ResultRecord, Encoding]] = []
-            if requests:
-                started = time.monotonic()
-                outcome = await self._runner.run(model, [r.item for r in requests])
-                self._batcher.observe(model.name, outcome.seconds)
-                results = [
-                    (
-                        self._answers.for_output(
-                            r, model, output, len(requests), started, outcome.seconds
-                        ),
-                        r.encoding,
-                    )
-                    for r, output in zip(requests, outcome.outputs, strict=True)
-                ]
+        async with self._holding([r.token for r in batch.requests + batch.expired]):
+            fresh, suspects, poison = await self._screen_poison(batch.requests)
+            # A request that was running when a worker died runs alone, its result stored at
+            # once: if it kills this worker too, its neighbours are not blamed for it.
+            if fresh:
+                await self._run_group(model, fresh, batch.reason.value)
+            for suspect in suspects:
+                await self._sink.count_attempts([suspect.id])  # counted only when it runs
+                await self._run_group(model, [suspect], batch.reason.value)
+            if poison:
+                await self._send_dead_letters(poison)
+            results = [(self._answers.rejected(r), r.encoding) for r in poison]
             results += [(self._answers.expired(r), r.encoding) for r in batch.expired]
             await self._sink.store(results)
         self.metrics.answered(record for record, _ in results)
-        if requests:
-            self.metrics.batch_ran(
-                model.name,
-                len(requests),
-                batch.reason.value,
-                outcome.seconds,
-                (started - r.fetched_monotonic for r in requests),
-            )
         log.info(
             "batch.done",
             worker=self.id,
             batch_id=batch.id,
             model=model.name,
-            size=len(requests),
+            size=len(batch.requests),
             expired=len(batch.expired),
+            poison=len(poison),
             reason=batch.reason.value,
-            request_ids=[r.id for r in requests],
-            traces=[r.traceparent for r in requests if r.traceparent] or None,
+            request_ids=[r.id for r in batch.requests],
+            traces=[r.traceparent for r in batch.requests if r.traceparent] or None,
         )
+
+    async def _run_group(self, model: Model, group: list[PendingRequest], reason: str) -> None:
+        started = time.monotonic()
+        outcome = await self._runner.run(model, [r.item for r in group])
+        self._batcher.observe(model.name, outcome.seconds)
+        results = [
+            (
+                self._answers.for_output(r, model, output, len(group), started, outcome.seconds),
+                r.encoding,
+            )
+            for r, output in zip(group, outcome.outputs, strict=True)
+        ]
+        await self._sink.store(results)
+        self.metrics.answered(record for record, _ in results)
+        self.metrics.batch_ran(
+            model.name,
+            len(group),
+            reason,
+            outcome.seconds,
+            (started - r.fetched_monotonic for r in group),
+        )
+
+    async def _screen_poison(
+        self, requests: list[PendingRequest]
+    ) -> tuple[list[PendingRequest], list[PendingRequest], list[Rejection]]:
+        """Count an attempt at each request. First attempts run as a batch; requests tried
+        before (a worker died while running them) run alone; those past max_attempts are
+        not run again: they go to the dead-letter topic."""
+        if not requests:
+            return [], [], []
+        counts = await self._sink.count_attempts([r.id for r in requests])
+        limit = self.settings.max_attempts
+        fresh: list[PendingRequest] = []
+        suspects: list[PendingRequest] = []
+        poison: list[Rejection] = []
+        for request, count in zip(requests, counts, strict=True):
+            if count > limit and request.record is not None:
+                error = PoisonRequest(
+                    f"request was attempted {count - 1} times and each attempt ended its "
+                    "worker (crash or hang); it was moved to the dead-letter topic "
+                    f"(INFERPOOL_MAX_ATTEMPTS={limit})"
+                )
+                poison.append(
+                    Rejection(
+                        request.record,
+                        request.token,
+                        request.id,
+                        error,
+                        request.encoding,
+                        request.model,
+                        request.traceparent,
+                    )
+                )
+                self.metrics.dead_letters.labels(error.code).inc()
+                log.warning(
+                    "request.poison",
+                    request_id=request.id,
+                    attempts=count - 1,
+                    trace=request.traceparent,
+                )
+            else:
+                (fresh if count <= 1 else suspects).append(request)
+        if suspects:  # each suspect's attempt is counted right before it runs alone
+            await self._sink.count_attempts([r.id for r in suspects], delta=-1)
+        return fresh, suspects, poison
 
     @contextlib.asynccontextmanager
     async def _holding(self, tokens: Iterable[OffsetToken]) -> AsyncIterator[None]:

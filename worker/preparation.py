@@ -42,5 +42,12 @@ async def prepare(
 
 def _rejection(request: PendingRequest, error: RequestError) -> Rejection:
     assert request.record is not None
-    return Rejection(request.record, request.token, request.id, error, request.encoding,
-                     request.model, request.traceparent)
+    return Rejection(
+        request.record,
+        request.token,
+        request.id,
+        error,
+        request.encoding,
+        request.model,
+        request.traceparent,
+    )

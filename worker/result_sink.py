@@ -8,7 +8,8 @@ resumes where it was once Redis answers again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from inferpool.errors import ResultStoreUnavailable
 from inferpool.logs import get_logger
@@ -17,6 +18,8 @@ from results.record import ResultRecord
 from results.writer import ResultWriter
 
 log = get_logger("worker.result_sink")
+
+T = TypeVar("T")
 
 INITIAL_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
@@ -27,25 +30,38 @@ class ResultSink:
         self._writer = writer
         self._on_retry = on_retry
 
-    async def store(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
-        """Store every result; retries until Redis answers (cancel to give up)."""
+    async def _retrying(self, action: Callable[[], Awaitable[T]], what: str, size: int) -> T:
+        """Run ``action`` until Redis answers, backing off (cancel to give up)."""
         backoff = INITIAL_BACKOFF_S
         attempt = 1
         while True:
             try:
-                return await self._writer.write(results)
+                return await action()
             except ResultStoreUnavailable as error:
                 self._on_retry()
                 log.warning(
                     "results.store_retry",
+                    action=what,
                     attempt=attempt,
                     backoff_s=backoff,
                     error=str(error),
-                    results=len(results),
+                    size=size,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 attempt += 1
+
+    async def store(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+        """Store every result; retries until Redis answers."""
+        return await self._retrying(lambda: self._writer.write(results), "write", len(results))
+
+    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+        """Add ``delta`` attempts at each request; their counts. Retries until Redis answers."""
+        return await self._retrying(
+            lambda: self._writer.count_attempts(request_ids, delta),
+            "count_attempts",
+            len(request_ids),
+        )
 
     async def mark_accepted(self, request_ids: Sequence[str]) -> None:
         """Best effort: a missing marker only makes a pending request look unknown."""

@@ -67,8 +67,12 @@ def compute_batch(model: Model, items: Sequence[Any], batch: Any) -> BatchOutcom
             raise batch.error
         outputs = _outputs(model, batch, len(items))
     except Exception as error:
-        log.warning("batch.failed", model=model.name, size=len(items),
-                    error=f"{type(error).__name__}: {error}")
+        log.warning(
+            "batch.failed",
+            model=model.name,
+            size=len(items),
+            error=f"{type(error).__name__}: {error}",
+        )
         outputs = [_forward_one(model, item) for item in items]
     return BatchOutcome(outputs, time.perf_counter() - started)
 
@@ -93,8 +97,12 @@ def prepare_items(model: Model, items: Sequence[Any]) -> list[Any]:
         try:
             results.append(hook([item])[0])
         except Exception as error:
-            results.append(InvalidInput(f"model {model.name!r} could not prepare the input: "
-                                        f"{type(error).__name__}: {error}"))
+            results.append(
+                InvalidInput(
+                    f"model {model.name!r} could not prepare the input: "
+                    f"{type(error).__name__}: {error}"
+                )
+            )
     return results
 
 

@@ -143,11 +143,12 @@ class WorkerProcess:
         workdir: Path,
         name: str,
         models: str = "echo=testing_models:recording_echo",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self.call_log = workdir / "calls.jsonl"
-        self._env = worker_environment(settings, models, self.call_log)
+        self._env = worker_environment(settings, models, self.call_log) | (extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -84,7 +84,12 @@ def choose(
             continue
         if floor.admits(measured):
             return Choice(mode, measured, tuple(refused)), candidate
-        refused.append((mode, f"mean cosine {measured.mean_cosine:.4f}, min "
-                              f"{measured.min_cosine:.4f} vs fp32 is below the floor "
-                              f"(mean >= {floor.mean_cosine}, min >= {floor.min_cosine})"))
+        refused.append(
+            (
+                mode,
+                f"mean cosine {measured.mean_cosine:.4f}, min "
+                f"{measured.min_cosine:.4f} vs fp32 is below the floor "
+                f"(mean >= {floor.mean_cosine}, min >= {floor.min_cosine})",
+            )
+        )
     return Choice(Precision.NONE, None, tuple(refused)), reference_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from inferpool.errors import ConfigurationError, UnknownModel
 from worker.batcher import BatchLimits
@@ -29,10 +30,14 @@ def import_factory(path: str) -> object:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def _text_options(config: ModelConfig) -> dict[str, object]:
-    return {"precision": config.quantization, "device": config.device,
-            "max_sequence_length": config.max_sequence_length,
-            "max_input_bytes": config.max_input_bytes, **config.options}
+def _text_options(config: ModelConfig) -> dict[str, Any]:
+    return {
+        "precision": config.quantization,
+        "device": config.device,
+        "max_sequence_length": config.max_sequence_length,
+        "max_input_bytes": config.max_input_bytes,
+        **config.options,
+    }
 
 
 def _build(config: ModelConfig) -> object:
@@ -49,14 +54,24 @@ def _build(config: ModelConfig) -> object:
         from worker.models.text_embedding import TextEmbeddingModel, TextEmbeddingOptions
 
         path = Path(target)
-        return TextEmbeddingModel(config.name, config.version or path.name, path,
-                                  TextEmbeddingOptions(**_text_options(config)))  # type: ignore[arg-type]
+        return TextEmbeddingModel(
+            config.name,
+            config.version or path.name,
+            path,
+            TextEmbeddingOptions(**_text_options(config)),
+        )
     if kind in ("torchscript", "exported") and target:
         from worker.models.tensor_model import TensorModel
         from worker.models.text_embedding import pick_device
 
-        return TensorModel.load(config.name, config.version, kind, Path(target),
-                                pick_device(config.device), config.options)
+        return TensorModel.load(
+            config.name,
+            config.version,
+            kind,
+            Path(target),
+            pick_device(config.device),
+            config.options,
+        )
     if kind == "factory" and target:
         factory = import_factory(target)
         if not callable(factory):
@@ -87,8 +102,7 @@ def load_model(config: ModelConfig | str) -> Model:
 class ModelRegistry:
     """The models one worker serves, by name, with their batch limits."""
 
-    def __init__(self, models: Iterable[Model],
-                 configs: Iterable[ModelConfig] = ()) -> None:
+    def __init__(self, models: Iterable[Model], configs: Iterable[ModelConfig] = ()) -> None:
         self._models: dict[str, Model] = {}
         for model in models:
             if model.name in self._models:
@@ -115,8 +129,9 @@ class ModelRegistry:
 
     def limits(self, default_max_batch_size: int) -> dict[str, BatchLimits]:
         return {
-            name: BatchLimits(config.max_batch_size or default_max_batch_size,
-                              config.max_batch_tokens)
+            name: BatchLimits(
+                config.max_batch_size or default_max_batch_size, config.max_batch_tokens
+            )
             for name, config in self._configs.items()
         }
 

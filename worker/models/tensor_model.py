@@ -19,15 +19,29 @@ from worker.models.base import ListModel
 
 
 class TensorModel(ListModel):
-    def __init__(self, name: str, version: str, module: Any, device: torch.device,
-                 input_dtype: str, input_shape: Sequence[int]) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        module: Any,
+        device: torch.device,
+        input_dtype: str,
+        input_shape: Sequence[int],
+    ) -> None:
         self.name, self.version = name, version
         self.module, self.device = module, device
         self.input_dtype, self.input_shape = input_dtype, tuple(input_shape)
 
     @classmethod
-    def load(cls, name: str, version: str | None, kind: str, path: Path, device: torch.device,
-             options: Mapping[str, Any]) -> TensorModel:
+    def load(
+        cls,
+        name: str,
+        version: str | None,
+        kind: str,
+        path: Path,
+        device: torch.device,
+        options: Mapping[str, Any],
+    ) -> TensorModel:
         if not path.is_file():
             raise ConfigurationError(f"model {name!r}: no such file {path}")
         if kind == "torchscript":
@@ -40,7 +54,7 @@ class TensorModel(ListModel):
         except KeyError as missing:
             raise ConfigurationError(
                 f"model {name!r}: options.{missing.args[0]} is required for {kind} models "
-                "(e.g. options = {input_dtype = \"float32\", input_shape = [4]})"
+                '(e.g. options = {input_dtype = "float32", input_shape = [4]})'
             ) from None
         return cls(name, version or path.stem, module, device, dtype, shape)
 

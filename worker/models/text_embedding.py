@@ -61,8 +61,13 @@ def pick_device(requested: str) -> torch.device:
 
 
 class TextEmbeddingModel(ListModel):
-    def __init__(self, name: str, version: str, model_dir: Path,
-                 options: TextEmbeddingOptions = TextEmbeddingOptions()) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        model_dir: Path,
+        options: TextEmbeddingOptions = TextEmbeddingOptions(),
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
@@ -81,16 +86,23 @@ class TextEmbeddingModel(ListModel):
         self._calibration = self.prepare(sentences(CALIBRATION_SIZE, CALIBRATION_SEED))
         self._check = self.prepare(sentences(CHECK_SIZE, CHECK_SEED))
         self.choice, self.encoder = choose(
-            ladder(options.precision, self.device), self.build_encoder, self._embed_check_set,
+            ladder(options.precision, self.device),
+            self.build_encoder,
+            self._embed_check_set,
             options.floor,
         )
         self.load_seconds = time.perf_counter() - started
         for mode, reason in self.choice.refused:
-            log.warning("model.precision_refused", model=name, precision=mode.value,
-                        reason=reason)
-        log.info("model.loaded", model=name, version=version, device=str(self.device),
-                 precision=self.choice.precision.value, load_s=round(self.load_seconds, 2),
-                 agreement=str(self.choice.agreement) if self.choice.agreement else None)
+            log.warning("model.precision_refused", model=name, precision=mode.value, reason=reason)
+        log.info(
+            "model.loaded",
+            model=name,
+            version=version,
+            device=str(self.device),
+            precision=self.choice.precision.value,
+            load_s=round(self.load_seconds, 2),
+            agreement=str(self.choice.agreement) if self.choice.agreement else None,
+        )
 
     @property
     def precision(self) -> Precision:
@@ -103,8 +115,10 @@ class TextEmbeddingModel(ListModel):
         if precision is Precision.INT8:
             if self.device.type != "cpu":
                 raise ConfigurationError("int8 dynamic quantization runs on the CPU only")
-            batches = [self.collate(self._calibration[i : i + 32])
-                       for i in range(0, len(self._calibration), 32)]
+            batches = [
+                self.collate(self._calibration[i : i + 32])
+                for i in range(0, len(self._calibration), 32)
+            ]
             return quantize_int8(module, batches, **dict(self.options.int8_options or {}))
         if precision is Precision.INT8_WEIGHT_ONLY:
             return _int8_weight_only(module, self.device)
@@ -116,22 +130,27 @@ class TextEmbeddingModel(ListModel):
         return module.to(self.device)
 
     def _embed_check_set(self, module: nn.Module) -> torch.Tensor:
-        rows = [self.encode(module, self.collate(self._check[i : i + 32]))
-                for i in range(0, len(self._check), 32)]
+        rows = [
+            self.encode(module, self.collate(self._check[i : i + 32]))
+            for i in range(0, len(self._check), 32)
+        ]
         return torch.cat(rows)
 
     # --- requests -----------------------------------------------------------------------
 
     def validate(self, inputs: Any, params: Mapping[str, Any]) -> Any:
         if not isinstance(inputs, str):
-            raise InvalidInput(f"model {self.name!r} expects a text (a string), "
-                               f"got {type(inputs).__name__}")
+            raise InvalidInput(
+                f"model {self.name!r} expects a text (a string), got {type(inputs).__name__}"
+            )
         if not inputs.strip():
             raise InvalidInput(f"model {self.name!r} got an empty text; send at least one word")
         size = len(inputs.encode("utf-8"))
         if size > self.options.max_input_bytes:
-            raise InvalidInput(f"text is {size} bytes; model {self.name!r} accepts at most "
-                               f"{self.options.max_input_bytes}")
+            raise InvalidInput(
+                f"text is {size} bytes; model {self.name!r} accepts at most "
+                f"{self.options.max_input_bytes}"
+            )
         return inputs
 
     def prepare_one(self, text: str) -> list[int]:
@@ -140,8 +159,13 @@ class TextEmbeddingModel(ListModel):
 
     def prepare(self, items: Sequence[Any]) -> list[Any]:
         """Token ids of each text, truncated to max_sequence_length (ending with [SEP])."""
-        encoded = self.tokenizer(list(items), add_special_tokens=True, truncation=False,
-                                 return_attention_mask=False, verbose=False)["input_ids"]
+        encoded = self.tokenizer(
+            list(items),
+            add_special_tokens=True,
+            truncation=False,
+            return_attention_mask=False,
+            verbose=False,
+        )["input_ids"]
         limit = self.options.max_sequence_length
         return [ids if len(ids) <= limit else [*ids[: limit - 1], self._sep] for ids in encoded]
 
