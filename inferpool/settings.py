@@ -165,6 +165,9 @@ class InferpoolSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, gt=0)
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    # How long the broker may hold a fetch when there is nothing new. Kafka answers as soon as
+    # a record arrives; a broker that does not (Tansu) adds up to this much latency.
+    fetch_max_wait_ms: int = Field(default=20, ge=0)
 
     # Metrics and health (GET /metrics, /healthz, /readyz); port 0 picks a free port.
     metrics_host: str = "0.0.0.0"

@@ -29,6 +29,10 @@ from results.record import ErrorInfo, ResultRecord, ResultStatus
 STORE_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # a full Redis under noeviction (raise maxmemory or lower INFERPOOL_RESULT_TTL_S), and a
+    # replica answering writes after a failover: both pass, so they are retried too
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
     OSError,
 )
 

@@ -59,6 +59,7 @@ class RequestConsumer(Service):
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             **settings.kafka.client_options(),
         )
         try:
