@@ -266,7 +266,7 @@ def test_dockerfile(services: dict[str, Any]) -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     stages = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
     assert len(stages) >= 2, "multi-stage build"
-    assert "download.pytorch.org/whl/cpu" in text and "torch==${TORCH_VERSION}" in text
+    assert "ARG TORCH_INDEX_URL" in text and "torch==${TORCH_VERSION}" in text
     assert re.search(r"^USER (?!root)\S+", text, flags=re.MULTILINE), "runs as non-root"
     assert f"EXPOSE {DEFAULT_METRICS_PORT}" in text
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, flags=re.MULTILINE)
