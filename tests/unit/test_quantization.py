@@ -76,12 +76,68 @@ def test_default_recipe_agrees_with_fp32_and_quantizes_every_linear(
     ffn_outputs = [f"encoder.layer.{i}.output.dense" for i in range(2)]
     for name in ffn_outputs:
         assert types[name] is q.SmoothedLinear
-        assert types[f"{name}.linear"] is q.FullRangeDynamicLinear
+        assert types[f"{name}.linear"] is q.StaticRangeLinear
     others = [n for n in types if n not in ffn_outputs and not n.endswith(".linear")]
     assert len(others) == 2 * 5 + 1  # q, k, v, attention output, FFN input; the pooler
-    assert all(types[name] is q.FullRangeDynamicLinear for name in others)
+    assert all(types[name] is q.StaticRangeLinear for name in others)
     # No layer left in float.
     assert not any(isinstance(m, nn.Linear) for m in quantized.modules())
+
+
+def _alone_and_padded(
+    model: nn.Module, batch: dict[str, torch.Tensor], row: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embedding of ``row`` alone (no padding) and inside ``batch`` padded to twice its length."""
+    length = int(batch["attention_mask"][row].sum())
+    alone = {k: v[row : row + 1, :length] for k, v in batch.items()}
+    padded = {k: nn.functional.pad(v, (0, SEQUENCE)) for k, v in batch.items()}
+    return q.embed(model, [alone])[0], q.embed(model, [padded])[row]
+
+
+def test_static_ranges_make_rows_independent_of_their_batch(
+    tiny_bert: nn.Module, batches: Batches
+) -> None:
+    import copy
+
+    calibration, evaluation = batches
+    model = copy.deepcopy(tiny_bert)
+    with torch.no_grad():  # token 7: a spiky embedding, far outside the usual input range
+        embeddings: Any = model.get_submodule("embeddings.word_embeddings")
+        embeddings.weight[7] = nn.functional.one_hot(torch.tensor(3), 64).float() * 10.0
+    batch = {k: v.clone() for k, v in evaluation[0].items()}
+    batch["input_ids"][0] = 7  # row 0: all outliers; it must not change the other rows
+    batch["attention_mask"][0] = 1
+    invariant = q.quantize_int8(model, calibration)
+    dynamic = q.quantize_int8(model, calibration, activation_ranges="dynamic")
+    static_gap = dynamic_gap = 0.0
+    for row in range(1, 16):
+        alone, batched = _alone_and_padded(invariant, batch, row)
+        static_gap = max(static_gap, float((alone - batched).abs().max()))
+        alone, batched = _alone_and_padded(dynamic, batch, row)
+        dynamic_gap = max(dynamic_gap, float((alone - batched).abs().max()))
+    assert static_gap < 1e-6  # float rounding only
+    assert dynamic_gap > 1e-4  # a per-call scale makes rows depend on their batch
+
+
+def test_static_range_linear_quantizes_each_row_with_the_calibrated_scale() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 8)
+    dynamic = q.quantize_int8(
+        nn.Sequential(linear), [], smooth_layers=(), activation_ranges="dynamic"
+    ).get_submodule("0")
+    assert isinstance(dynamic, q.FullRangeDynamicLinear)
+    for quant_max in (255, 127):
+        static = q.StaticRangeLinear.from_dynamic(dynamic, -1.0, 3.0, quant_max)
+        low, high = static.input_range
+        assert low <= -1.0 + static.input_scale and high >= 3.0 - static.input_scale
+        x = torch.randn(5, 32) * 2
+        scale, zero_point = static.input_scale, static.input_zero_point
+        codes = (torch.round(x / scale) + zero_point).clamp(0, quant_max)
+        weight: Any = dynamic.weight  # untyped in torch.ao
+        bias: Any = dynamic.bias
+        expected = ((codes - zero_point) * scale) @ weight().dequantize().T + bias()
+        torch.testing.assert_close(static(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(static(x[2:3]), static(x)[2:3], atol=0, rtol=0)
 
 
 def test_full_range_weights_stay_within_seven_bits(tiny_bert: nn.Module, batches: Batches) -> None:
@@ -105,6 +161,7 @@ def test_stock_kernel_keep_fp32_and_input_model_untouched(
         smooth_layers=q.ENCODER_LINEARS,
         keep_fp32=(r"layer\.0\.output\.dense$",),
         activation_bits=7,
+        activation_ranges="dynamic",
     )
     types = _linear_types(quantized)
     assert types["encoder.layer.0.output.dense"] is nn.Linear
