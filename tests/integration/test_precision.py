@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from inferpool.errors import ConfigurationError
 from worker.models import minilm
 from worker.models.calibration import sentences
 from worker.models.precision import AccuracyFloor, Precision, choose
 from worker.models.quantization import agreement
-from worker.models.text_embedding import TextEmbeddingModel
+from worker.models.text_embedding import TextEmbeddingModel, calibration_texts
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +79,21 @@ def test_an_unavailable_mode_is_refused_not_fatal() -> None:
     weight_only = minilm.create(precision=Precision.INT8_WEIGHT_ONLY, warmup_batch_sizes=())
     assert weight_only.choice.refused[0][0] is Precision.INT8_WEIGHT_ONLY
     assert "unavailable here" in weight_only.choice.refused[0][1]
+
+
+def test_int8_can_be_calibrated_on_texts_like_the_traffic(tmp_path: Path) -> None:
+    code_lines = [f"def handler_{i}(request): return json.dumps({{'id': {i}, 'ok': True}})"
+                  for i in range(24)]
+    prose = sentences(24, seed=99)
+    path = tmp_path / "calibration.txt"
+    path.write_text("\n".join(line for pair in zip(code_lines, prose, strict=True)
+                              for line in pair))
+    calibration, check = calibration_texts(path)
+    assert len(calibration) == 36 and code_lines[0] in calibration
+    assert code_lines[1] in check and code_lines[1] not in calibration  # held out: line 4
+    model = minilm.create(precision=Precision.INT8, calibration_file=path, warmup_batch_sizes=())
+    # the guard judged the calibrated model on held-out traffic-like texts too
+    assert model.precision is Precision.INT8 or "below the floor" in model.choice.refused[0][1]
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        (tmp_path / "short.txt").write_text("one\ntwo\n")
+        minilm.create(calibration_file=tmp_path / "short.txt", warmup_batch_sizes=())
