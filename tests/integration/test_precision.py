@@ -90,7 +90,7 @@ def test_int8_can_be_calibrated_on_texts_like_the_traffic(tmp_path: Path) -> Non
                               for line in pair))
     calibration, check = calibration_texts(path)
     assert len(calibration) == 36 and code_lines[0] in calibration
-    assert code_lines[1] in check and code_lines[1] not in calibration  # held out: line 4
+    assert prose[1] in check and prose[1] not in calibration  # the 4th line is held out
     model = minilm.create(precision=Precision.INT8, calibration_file=path, warmup_batch_sizes=())
     # the guard judged the calibrated model on held-out traffic-like texts too
     assert model.precision is Precision.INT8 or "below the floor" in model.choice.refused[0][1]
