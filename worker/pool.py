@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from inferpool.errors import BrokerUnavailable, InferpoolError, PoisonRequest
+from inferpool.errors import BrokerUnavailable, InferpoolError
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
@@ -40,6 +40,7 @@ from worker.models.base import Model, has_hook
 from worker.models.config import model_configs
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
+from worker.poison import PoisonScreen
 from worker.preparation import prepare
 from worker.request import KafkaRecord, PendingRequest
 from worker.result_sink import ResultSink
@@ -117,6 +118,7 @@ class Worker(Service):
                 await self._stack.enter_async_context(writer),
                 on_retry=self.metrics.store_retries.inc,
             )
+            self._poison_screen = PoisonScreen(self._sink, settings.max_attempts)
             self._dead_letters = await self._stack.enter_async_context(
                 DeadLetterSink(settings.kafka, settings.dead_letter_topic)
             )
@@ -345,13 +347,16 @@ class Worker(Service):
         assert self.registry is not None
         model = self.registry.get(batch.model)
         async with self._holding([r.token for r in batch.requests + batch.expired]):
-            fresh, suspects, poison = await self._screen_poison(batch.requests)
+            screened = await self._poison_screen.screen(batch.requests)
+            fresh, suspects, poison = screened.fresh, screened.suspects, screened.poison
+            for rejection in poison:
+                self.metrics.dead_letters.labels(rejection.error.code).inc()
             # A request that was running when a worker died runs alone, its result stored at
             # once: if it kills this worker too, its neighbours are not blamed for it.
             if fresh:
                 await self._run_group(model, fresh, batch.reason.value)
             for suspect in suspects:
-                await self._sink.count_attempts([suspect.id])  # counted only when it runs
+                await self._poison_screen.before_alone(suspect)
                 await self._run_group(model, [suspect], batch.reason.value)
             if poison:
                 await self._send_dead_letters(poison)
@@ -392,50 +397,6 @@ class Worker(Service):
             outcome.seconds,
             (started - r.fetched_monotonic for r in group),
         )
-
-    async def _screen_poison(
-        self, requests: list[PendingRequest]
-    ) -> tuple[list[PendingRequest], list[PendingRequest], list[Rejection]]:
-        """Count an attempt at each request. First attempts run as a batch; requests tried
-        before (a worker died while running them) run alone; those past max_attempts are
-        not run again: they go to the dead-letter topic."""
-        if not requests:
-            return [], [], []
-        counts = await self._sink.count_attempts([r.id for r in requests])
-        limit = self.settings.max_attempts
-        fresh: list[PendingRequest] = []
-        suspects: list[PendingRequest] = []
-        poison: list[Rejection] = []
-        for request, count in zip(requests, counts, strict=True):
-            if count > limit and request.record is not None:
-                error = PoisonRequest(
-                    f"request was attempted {count - 1} times and each attempt ended its "
-                    "worker (crash or hang); it was moved to the dead-letter topic "
-                    f"(INFERPOOL_MAX_ATTEMPTS={limit})"
-                )
-                poison.append(
-                    Rejection(
-                        request.record,
-                        request.token,
-                        request.id,
-                        error,
-                        request.encoding,
-                        request.model,
-                        request.traceparent,
-                    )
-                )
-                self.metrics.dead_letters.labels(error.code).inc()
-                log.warning(
-                    "request.poison",
-                    request_id=request.id,
-                    attempts=count - 1,
-                    trace=request.traceparent,
-                )
-            else:
-                (fresh if count <= 1 else suspects).append(request)
-        if suspects:  # each suspect's attempt is counted right before it runs alone
-            await self._sink.count_attempts([r.id for r in suspects], delta=-1)
-        return fresh, suspects, poison
 
     @contextlib.asynccontextmanager
     async def _holding(self, tokens: Iterable[OffsetToken]) -> AsyncIterator[None]:
