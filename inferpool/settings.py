@@ -166,8 +166,9 @@ class InferpoolSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
     # How long the broker may hold a fetch when there is nothing new. Kafka answers as soon as
-    # a record arrives; a broker that does not (Tansu) adds up to this much latency.
-    fetch_max_wait_ms: int = Field(default=20, ge=0)
+    # a record arrives; a broker that does not (Tansu: the embedded stack sets 20) adds up to
+    # this much latency to a request that arrives while the worker is idle.
+    fetch_max_wait_ms: int = Field(default=500, ge=0)
 
     # Metrics and health (GET /metrics, /healthz, /readyz); port 0 picks a free port.
     metrics_host: str = "0.0.0.0"
@@ -212,6 +213,31 @@ class InferpoolSettings(BaseSettings):
     def topic_for(self, model: str) -> str:
         """The request topic a request for ``model`` is published to."""
         return self.request_topic.format(model=model)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def settings_environment(settings: InferpoolSettings) -> dict[str, str]:
+    """The INFERPOOL_* variables that make a child process read exactly these settings."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for sub in type(value).model_fields:
+                sub_value = getattr(value, sub)
+                if sub_value is not None:
+                    env[f"{ENV_PREFIX}{name}_{sub}".upper()] = _env_value(sub_value)
+        elif value is not None:
+            env[f"{ENV_PREFIX}{name}".upper()] = _env_value(value)
+    return env
 
 
 def _env_name(location: tuple[int | str, ...]) -> str:

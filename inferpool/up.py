@@ -23,8 +23,11 @@ from typing import Any
 
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.errors import InferpoolError
-from inferpool.settings import InferpoolSettings
+from inferpool.settings import InferpoolSettings, settings_environment
 from inferpool.wire import WireTensor
+
+#: Tansu holds an idle fetch for its whole wait even when a record arrives: keep it short.
+TANSU_FETCH_MAX_WAIT_MS = 20
 
 DEMO_SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
                     update={"bootstrap_servers": broker.bootstrap_servers}
                 ),
                 "redis": settings.redis.model_copy(update={"url": redis.url}),
+                "fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS,
             }
         )
         print(f"broker  {broker.bootstrap_servers}  (Tansu, memory storage; log {broker.log_path})")
@@ -95,8 +99,6 @@ def _workers(settings: InferpoolSettings, count: int) -> Iterator[tuple[Path, li
     logdir = Path(tempfile.mkdtemp(prefix="inferpool-workers-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
     env.update(_environment(settings, count))
-    if settings.models_file is not None:
-        env["INFERPOOL_MODELS_FILE"] = str(settings.models_file.resolve())
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(count):
@@ -152,20 +154,13 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
-    return {
-        "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "INFERPOOL_REDIS_URL": settings.redis.url,
-        "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
-        "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
-        "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
-        "INFERPOOL_MODELS": ",".join(settings.models),
-        "INFERPOOL_TORCH_THREADS": str(settings.torch_threads or _threads_per_worker(count)),
-        "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
-        "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
-        "INFERPOOL_LOG_FORMAT": "json",
-        "INFERPOOL_METRICS_HOST": "127.0.0.1",
-        "INFERPOOL_METRICS_PORT": "0",  # each worker logs its port (event health.listening)
-    }
+    """The workers read these settings, with one torch thread per core each, JSON logs, and
+    their health port picked free (each logs it: event health.listening)."""
+    worker = settings.model_copy(update={
+        "torch_threads": settings.torch_threads or _threads_per_worker(count),
+        "log_format": "json", "metrics_host": "127.0.0.1", "metrics_port": 0,
+    })
+    return settings_environment(worker)
 
 
 async def demo(settings: InferpoolSettings, count: int) -> None:

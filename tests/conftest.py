@@ -65,4 +65,5 @@ def settings(
         log_format="console",
         metrics_host="127.0.0.1",
         metrics_port=0,
+        fetch_max_wait_ms=20,  # Tansu holds idle fetches for the whole wait
     )

@@ -55,6 +55,7 @@ def run_once(count: int, workers: int, batch: int) -> float:
                     "INFERPOOL_REDIS_URL": redis.url, "INFERPOOL_MAX_BATCH_SIZE": str(batch),
                     "INFERPOOL_MAX_INFLIGHT_REQUESTS": str(batch * 32),
                     "INFERPOOL_LOG_LEVEL": "warning", "INFERPOOL_METRICS_PORT": "0",
+                    "INFERPOOL_FETCH_MAX_WAIT_MS": "20",
                     "INFERPOOL_METRICS_HOST": "127.0.0.1"})
         logdir = Path(tempfile.mkdtemp(prefix="echo-bench-"))
         processes = [subprocess.Popen([sys.executable, "-m", "inferpool", "worker"], env=env,

@@ -16,7 +16,7 @@ import testing_models
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from inferpool.settings import InferpoolSettings
+from inferpool.settings import InferpoolSettings, settings_environment
 from results.keys import ResultKeys
 from results.reader import ResultReader
 from results.record import ResultRecord
@@ -110,27 +110,10 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 def worker_environment(settings: InferpoolSettings, models: str, call_log: Path) -> dict[str, str]:
     """The environment a worker process reads: the same settings, as INFERPOOL_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
-    env.update(
-        {
-            "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "INFERPOOL_REDIS_URL": settings.redis.url,
-            "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
-            "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
-            "INFERPOOL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
-            "INFERPOOL_RESULT_KEY_PREFIX": settings.result_key_prefix,
-            "INFERPOOL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-            "INFERPOOL_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
-            "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
-            "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
-            "INFERPOOL_MODELS": models,
-            "INFERPOOL_LOG_FORMAT": "json",
-            "INFERPOOL_METRICS_HOST": "127.0.0.1",
-            "INFERPOOL_METRICS_PORT": "0",
-            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]),
-            testing_models.CALL_LOG_ENV: str(call_log),
-        }
-    )
+    worker = settings.model_copy(update={"models": [models], "log_format": "json"})
+    env.update(settings_environment(worker))
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env[testing_models.CALL_LOG_ENV] = str(call_log)
     return env
 
 

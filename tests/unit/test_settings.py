@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferpool.errors import ConfigurationError
-from inferpool.settings import load_settings
+from inferpool.settings import load_settings, settings_environment
 
 
 def test_nested_sections_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +58,16 @@ def test_topic_template_allows_only_the_model_placeholder() -> None:
     assert load_settings(_env_file=None, request_topic="req.{model}").topic_for("m") == "req.m"
     with pytest.raises(ConfigurationError, match="INFERPOOL_REQUEST_TOPIC"):
         load_settings(_env_file=None, request_topic="req.{team}")
+
+
+def test_settings_travel_to_a_child_process_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = load_settings(
+        _env_file=None, models=["echo", "mine=pkg.mod:create"], max_wait_ms=7.5,
+        create_topics=False, kafka={"sasl_password": "s3cret", "security_protocol": "SASL_SSL",
+                                    "sasl_mechanism": "PLAIN", "sasl_username": "u"},
+    )
+    for name, value in settings_environment(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(_env_file=None) == original
