@@ -7,6 +7,7 @@ consumer lag) are computed when Prometheus scrapes, from functions the pool prov
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -178,16 +179,26 @@ class WorkerMetrics:
             self.batch_wait.labels(model).observe(wait)
 
     def answered(self, records: Iterable[ResultRecord]) -> None:
+        """Count stored results; label lookups are done once per (model, status) per call."""
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        end_to_end: dict[str, list[float]] = defaultdict(list)
+        queue_wait: dict[str, list[float]] = defaultdict(list)
         for record in records:
             model = record.model or "unknown"
-            self.requests.labels(model, record.status.value).inc()
+            counts[(model, record.status.value)] += 1
             if record.error is not None:
                 self.errors.labels(record.error.code).inc()
-            timings = record.timings
-            if timings.end_to_end_ms:
-                self.end_to_end.labels(model).observe(timings.end_to_end_ms / 1000)
-            if timings.queue_wait_ms:
-                self.queue_wait.labels(model).observe(timings.queue_wait_ms / 1000)
+            if record.timings.end_to_end_ms:
+                end_to_end[model].append(record.timings.end_to_end_ms / 1000)
+            if record.timings.queue_wait_ms:
+                queue_wait[model].append(record.timings.queue_wait_ms / 1000)
+        for (model, status), count in counts.items():
+            self.requests.labels(model, status).inc(count)
+        for histogram, samples in ((self.end_to_end, end_to_end), (self.queue_wait, queue_wait)):
+            for model, values in samples.items():
+                child = histogram.labels(model)
+                for value in values:
+                    child.observe(value)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
