@@ -40,8 +40,11 @@ DEMO_SENTENCES = [
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("up", help="run a local broker, Redis and workers on loopback")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--models", default=None,
-                        help="models the workers serve (default: INFERPOOL_MODELS, i.e. echo)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="models the workers serve (default: INFERPOOL_MODELS, i.e. echo)",
+    )
     parser.add_argument("--broker-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--redis-port", type=int, default=None, help="default: a free port")
     parser.add_argument(
@@ -156,10 +159,14 @@ def _threads_per_worker(workers: int) -> int:
 def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
     """The workers read these settings, with one torch thread per core each, JSON logs, and
     their health port picked free (each logs it: event health.listening)."""
-    worker = settings.model_copy(update={
-        "torch_threads": settings.torch_threads or _threads_per_worker(count),
-        "log_format": "json", "metrics_host": "127.0.0.1", "metrics_port": 0,
-    })
+    worker = settings.model_copy(
+        update={
+            "torch_threads": settings.torch_threads or _threads_per_worker(count),
+            "log_format": "json",
+            "metrics_host": "127.0.0.1",
+            "metrics_port": 0,
+        }
+    )
     return settings_environment(worker)
 
 
@@ -190,9 +197,23 @@ async def demo(settings: InferpoolSettings, count: int) -> None:
                     f"outputs={_short(record.outputs)} batch={record.batch_size}"
                 )
             if len(records) % max(1, count // 5) == 0:
-                print(f"  {len(records)}/{count} answered")
+                print(f"  {_progress(records, count, time.perf_counter() - started)}", flush=True)
         elapsed = time.perf_counter() - started
     _summary(records, elapsed)
+
+
+def _progress(records: list[Any], count: int, elapsed: float) -> str:
+    """One live line: answered so far, throughput, latency quantiles, mean batch size."""
+    latencies = sorted(r.timings.end_to_end_ms for r in records)
+    p50, p99 = (
+        latencies[len(latencies) // 2],
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    )
+    batch = statistics.mean(r.batch_size or 1 for r in records)
+    return (
+        f"{len(records)}/{count} answered  {len(records) / elapsed:,.0f} req/s  "
+        f"p50 {p50:.0f} ms  p99 {p99:.0f} ms  mean batch {batch:.1f}"
+    )
 
 
 def _short(value: Any) -> str:
