@@ -19,6 +19,7 @@ from inferpool.wire import CONTENT_TYPE_HEADER, Encoding, pack, unpack
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_EPOCH_MS = 2**53  # exactly representable as a float, as JSON readers need
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 
 
@@ -51,6 +52,8 @@ def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest(f"{name} must be an integer (epoch milliseconds)")
+    if not 0 <= value < MAX_EPOCH_MS:
+        raise InvalidRequest(f"{name} must be epoch milliseconds between 0 and 2**53")
     return value
 
 

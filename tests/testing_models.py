@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,3 +121,96 @@ class ExitingEcho(RecordingEcho):
 
 def exiting_echo() -> ExitingEcho:
     return ExitingEcho()
+
+
+# --- models for the fault-injection suite (tests/faults) ---------------------------------
+#
+# A gate is a directory named by INFERPOOL_TEST_GATE: while the file "open" is missing from
+# it, a gated model touches "entered" and blocks where it waits at the gate (in forward(),
+# or in prepare() for GatedPrepareEcho); creating "open" lets every blocked and later call
+# through. Without the variable the models never block. A blocked model gives up after
+# GATE_LIMIT_S, so a forgotten gate cannot hang a test run.
+
+GATE_ENV = "INFERPOOL_TEST_GATE"
+DELAY_ENV = "INFERPOOL_TEST_DELAY_S"
+GATE_LIMIT_S = 120.0
+
+
+def _wait_at_gate() -> None:
+    gate = os.environ.get(GATE_ENV)
+    if not gate or os.path.exists(os.path.join(gate, "open")):
+        return
+    with open(os.path.join(gate, "entered"), "a", encoding="utf-8"):
+        pass
+    deadline = time.monotonic() + GATE_LIMIT_S
+    while not os.path.exists(os.path.join(gate, "open")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+class GatedEcho(RecordingEcho):
+    """Blocks at the gate before it runs (and records) a batch."""
+
+    def forward(self, batch: Any) -> Any:
+        _wait_at_gate()
+        return super().forward(batch)
+
+
+class HeldEcho(RecordingEcho):
+    """Runs and records a batch, then blocks at the gate before returning its outputs:
+    the window between inference and the result write."""
+
+    def forward(self, batch: Any) -> Any:
+        outputs = super().forward(batch)
+        _wait_at_gate()
+        return outputs
+
+
+class SlowEcho(RecordingEcho):
+    """Sleeps INFERPOOL_TEST_DELAY_S (default 0.2) in every batch, then records and echoes.
+    The sleep releases the GIL: the worker's event loop goes on meanwhile."""
+
+    def forward(self, batch: Any) -> Any:
+        time.sleep(float(os.environ.get(DELAY_ENV, "0.2")))
+        return super().forward(batch)
+
+
+def gated_echo() -> GatedEcho:
+    return GatedEcho()
+
+
+def held_echo() -> HeldEcho:
+    return HeldEcho()
+
+
+def slow_echo() -> SlowEcho:
+    return SlowEcho()
+
+
+class SlowCollateEcho(RecordingEcho):
+    """Has a ``prepare`` hook (as text models do: tokenization), and a ``collate`` that
+    sleeps INFERPOOL_TEST_DELAY_S (default 0.2). The worker runs both in its preparation
+    thread, so while a batch collates, the next fetched chunk waits to be prepared."""
+
+    def prepare(self, items: Sequence[Any]) -> list[Any]:
+        return list(items)
+
+    def collate(self, items: Sequence[Any]) -> Any:
+        time.sleep(float(os.environ.get(DELAY_ENV, "0.2")))
+        return list(items)
+
+
+def slow_collate_echo() -> SlowCollateEcho:
+    return SlowCollateEcho()
+
+
+class GatedPrepareEcho(RecordingEcho):
+    """Has a ``prepare`` hook (tokenization, for text models) that blocks at the gate: the
+    worker's fetch loop awaits it, with the fetched chunk tracked but not yet queued."""
+
+    def prepare(self, items: Sequence[Any]) -> list[Any]:
+        _wait_at_gate()
+        return list(items)
+
+
+def gated_prepare_echo() -> GatedPrepareEcho:
+    return GatedPrepareEcho()

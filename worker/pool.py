@@ -78,6 +78,7 @@ class Worker(Service):
         self._fetching = True
         self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._answering: set[asyncio.Task[None]] = set()  # rejections and expiries
         self._stack = contextlib.AsyncExitStack()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -167,15 +168,16 @@ class Worker(Service):
             await asyncio.wait_for(self._finish(fetch, batch), self.settings.drain_timeout_s)
         except TimeoutError:
             log.warning("worker.drain_timeout", worker=self.id, queued=len(self._batcher))
-        for task in self._tasks:
+        for task in [*self._tasks, *self._answering]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._answering, return_exceptions=True)
         await self._commit()
         await self._stack.aclose()
         log.info("worker.stopped", worker=self.id)
 
     async def _finish(self, fetch: asyncio.Task[None], batch: asyncio.Task[None]) -> None:
         await asyncio.gather(fetch, return_exceptions=True)
+        await asyncio.gather(*self._answering, return_exceptions=True)
         self._draining = True
         self._arrived.set()
         await asyncio.gather(batch, return_exceptions=True)
@@ -263,13 +265,20 @@ class Worker(Service):
             assert self.registry is not None
             admitted, unprepared = await prepare(self._runner, self.registry, admitted)
             rejections += unprepared
+            # a rebalance during preparation: the partition's next owner runs these
+            admitted = [r for r in admitted if self._tracker.is_current(r.token)]
         for request in admitted:
             self._batcher.add(request)
         if admitted:
             self._arrived.set()
             await self._sink.mark_accepted([request.id for request in admitted])
         if rejections or expired:
-            await self._answer_at_once(rejections, expired)
+            # answered in the background: a Redis outage must not stop the fetch loop
+            # (the consumer would miss max_poll_interval_ms and leave its group)
+            answering = asyncio.create_task(self._answer_at_once(rejections, expired))
+            self._answering.add(answering)
+            answering.add_done_callback(self._answering.discard)
+            answering.add_done_callback(self._task_done)
 
     async def _answer_at_once(
         self, rejections: list[Rejection], expired: list[PendingRequest]

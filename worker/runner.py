@@ -107,29 +107,32 @@ def prepare_items(model: Model, items: Sequence[Any]) -> list[Any]:
 
 
 class ModelRunner(Service):
-    """Two threads: the model thread runs batches (and warm-up) one at a time; the
-    preparation thread runs ``prepare`` (tokenization) meanwhile."""
+    """Three threads: the model thread runs batches (and warm-up) one at a time; the collate
+    thread builds the next batch meanwhile; the preparation thread runs ``prepare``
+    (tokenization) for the fetch loop, which must never wait behind a batch."""
 
     def __init__(self) -> None:
         self._model_thread: ThreadPoolExecutor | None = None
         self._prepare_thread: ThreadPoolExecutor | None = None
+        self._collate_thread: ThreadPoolExecutor | None = None
 
     async def _start(self) -> None:
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-model")
         self._prepare_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-prepare")
+        self._collate_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-collate")
 
     async def _stop(self) -> None:
-        for executor in (self._prepare_thread, self._model_thread):
+        for executor in (self._prepare_thread, self._collate_thread, self._model_thread):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
 
     async def run(self, model: Model, items: Sequence[Any]) -> BatchOutcome:
-        """Collate in the preparation thread (pinned memory, non-blocking copies to the
+        """Collate in the collate thread (pinned memory, non-blocking copies to the
         device), then forward and split in the model thread: while one batch computes, the
         next one is being collated."""
         self._require_started()
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._prepare_thread, collate_batch, model, items)
+        batch = await loop.run_in_executor(self._collate_thread, collate_batch, model, items)
         return await loop.run_in_executor(self._model_thread, compute_batch, model, items, batch)
 
     async def prepare(self, model: Model, items: Sequence[Any]) -> list[Any]:
