@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inferpool.errors import InvalidInput, PayloadTooLarge, RequestError
+from inferpool.errors import InvalidInput, MalformedRequest, PayloadTooLarge, RequestError
 from inferpool.wire import Encoding
 from producer.envelope import REQUEST_ID_PATTERN, RequestEnvelope
 from worker.models.base import Model
@@ -66,6 +66,22 @@ class Intake:
         self._max_request_bytes = max_request_bytes
 
     def admit(
+        self, record: KafkaRecord, token: OffsetToken, now_monotonic: float, now_ms: int
+    ) -> PendingRequest | Rejection:
+        """Never raises: a record that breaks intake in a way nobody foresaw is rejected as
+        malformed (one such record must not stop the fetch loop of every worker)."""
+        try:
+            return self._admit(record, token, now_monotonic, now_ms)
+        except Exception as error:
+            return Rejection(
+                record,
+                token,
+                _id_from_key(record.key),
+                MalformedRequest(f"the request could not be read: {type(error).__name__}"),
+                Encoding.MSGPACK,
+            )
+
+    def _admit(
         self, record: KafkaRecord, token: OffsetToken, now_monotonic: float, now_ms: int
     ) -> PendingRequest | Rejection:
         raw_trace = _header(record.headers, TRACEPARENT_HEADER)

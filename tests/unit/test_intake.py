@@ -85,3 +85,9 @@ def test_no_bytes_make_intake_raise(value: bytes, content_type: bytes) -> None:
     outcome = admit(Record(value, headers=[("content-type", content_type)]))
     if isinstance(outcome, Rejection):
         assert isinstance(outcome.error, RequestError)
+
+
+def test_a_record_that_breaks_intake_unexpectedly_is_rejected_not_raised() -> None:
+    rejection = admit(Record(b"\x80", headers=12345))  # headers that cannot be iterated
+    assert isinstance(rejection, Rejection)
+    assert rejection.request_id == "req-1" and rejection.error.code == "malformed_request"
