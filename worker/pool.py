@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from inferpool.errors import BrokerUnavailable, InferpoolError
+from inferpool.errors import BrokerUnavailable
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
@@ -478,4 +478,4 @@ class Worker(Service):
         }
 
 
-__all__ = ["InferpoolError", "Worker"]
+__all__ = ["Worker", "default_worker_id"]
