@@ -28,12 +28,11 @@ from inferpool.errors import (
     ResultStoreUnavailable,
     ResultTimeout,
 )
-from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import RedisSettings
 from results.keys import ResultKeys
 from results.record import ResultRecord
-from results.writer import STORE_ERRORS, credentials_refused, open_redis, store_errors
+from results.writer import STORE_ERRORS, RedisService, credentials_refused, store_errors
 
 SUBSCRIBE_CHUNK = 500
 BACKOFF_FIRST_S = 0.05
@@ -215,7 +214,7 @@ def _many_timeout(waiter: _Waiter, total: int, timeout_s: float) -> InferpoolErr
     )
 
 
-class ResultReader(Service):
+class ResultReader(RedisService):
     """Reads results; ``poll_interval_s`` is how often a wait re-reads every missing id."""
 
     def __init__(
@@ -223,24 +222,9 @@ class ResultReader(Service):
     ) -> None:
         if not poll_interval_s > 0:
             raise ConfigurationError(f"poll_interval_s must be > 0, got {poll_interval_s}")
-        self._settings = redis
-        self._keys = keys
+        super().__init__(redis, keys)
         self._poll_interval_s = poll_interval_s
-        self._redis: Redis | None = None
         self._log = get_logger("results.reader")
-
-    async def _start(self) -> None:
-        self._redis = open_redis(self._settings)
-
-    async def _stop(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
-
-    def _client(self) -> Redis:
-        self._require_started()
-        assert self._redis is not None
-        return self._redis
 
     async def get(self, request_id: str) -> Lookup:
         """The request's result if it has one, else whether it is pending or unknown."""

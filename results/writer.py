@@ -89,17 +89,13 @@ def encode_or_explain(record: ResultRecord, encoding: Encoding) -> bytes:
         ).encode(encoding)
 
 
-class ResultWriter(Service):
-    """Writes results and 'accepted' markers, each with the given TTL."""
+class RedisService(Service):
+    """A Service that owns one Redis client for its whole life."""
 
-    def __init__(self, redis: RedisSettings, keys: ResultKeys, ttl_s: int) -> None:
-        if ttl_s <= 0:
-            raise ConfigurationError(f"result ttl must be > 0 seconds, got {ttl_s}")
+    def __init__(self, redis: RedisSettings, keys: ResultKeys) -> None:
         self._settings = redis
         self._keys = keys
-        self._ttl_s = ttl_s
         self._redis: Redis | None = None
-        self._log = get_logger("results.writer")
 
     async def _start(self) -> None:
         self._redis = open_redis(self._settings)
@@ -113,6 +109,17 @@ class ResultWriter(Service):
         self._require_started()
         assert self._redis is not None
         return self._redis
+
+
+class ResultWriter(RedisService):
+    """Writes results and 'accepted' markers, each with the given TTL."""
+
+    def __init__(self, redis: RedisSettings, keys: ResultKeys, ttl_s: int) -> None:
+        if ttl_s <= 0:
+            raise ConfigurationError(f"result ttl must be > 0 seconds, got {ttl_s}")
+        super().__init__(redis, keys)
+        self._ttl_s = ttl_s
+        self._log = get_logger("results.writer")
 
     async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
         """Store each result unless its id has one already; return how many were new.

@@ -33,6 +33,20 @@ class Rejection:
     model: str | None = None
     traceparent: str | None = None
 
+    @classmethod
+    def of(cls, request: PendingRequest, error: RequestError) -> Rejection:
+        """A request already admitted that turns out bad (at preparation, as poison)."""
+        assert request.record is not None
+        return cls(
+            request.record,
+            request.token,
+            request.id,
+            error,
+            request.encoding,
+            request.model,
+            request.traceparent,
+        )
+
 
 def _header(headers: Any, name: str) -> bytes | None:
     for key, value in headers or ():

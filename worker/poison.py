@@ -49,7 +49,6 @@ class PoisonScreen:
         await self._sink.count_attempts([suspect.id])
 
     def _reject(self, request: PendingRequest, attempts: int) -> Rejection:
-        assert request.record is not None
         error = PoisonRequest(
             f"request was attempted {attempts} times and each attempt ended its worker "
             f"(crash or hang); it was moved to the dead-letter topic "
@@ -58,12 +57,4 @@ class PoisonScreen:
         log.warning(
             "request.poison", request_id=request.id, attempts=attempts, trace=request.traceparent
         )
-        return Rejection(
-            request.record,
-            request.token,
-            request.id,
-            error,
-            request.encoding,
-            request.model,
-            request.traceparent,
-        )
+        return Rejection.of(request, error)

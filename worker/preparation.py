@@ -33,21 +33,8 @@ async def prepare(
         for request, item in zip(group, prepared, strict=True):
             if isinstance(item, Exception):
                 error = item if isinstance(item, RequestError) else InvalidInput(str(item))
-                rejected.append(_rejection(request, error))
+                rejected.append(Rejection.of(request, error))
                 continue
             cost = model.cost(item) if measures_cost else 1  # type: ignore[attr-defined]
             ready.append(dataclasses.replace(request, item=item, cost=cost))
     return ready, rejected
-
-
-def _rejection(request: PendingRequest, error: RequestError) -> Rejection:
-    assert request.record is not None
-    return Rejection(
-        request.record,
-        request.token,
-        request.id,
-        error,
-        request.encoding,
-        request.model,
-        request.traceparent,
-    )
