@@ -52,6 +52,7 @@ FETCH_TIMEOUT_MS = 100
 MAX_FETCH_RECORDS = 2000
 MAX_BATCHES_IN_FLIGHT = 2
 BACKPRESSURE_POLL_S = 1.0
+MAX_COMMIT_BACKOFF_S = 5.0
 
 
 def default_worker_id() -> str:
@@ -431,20 +432,26 @@ class Worker(Service):
     # --- committing ---------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
+        """Commit every interval; after a failure (a rebalance, the broker away) wait twice as
+        long each time, up to MAX_COMMIT_BACKOFF_S, instead of retrying in a storm."""
         interval = max(self.settings.commit_interval_ms / 1000, 0.01)
+        wait = interval
         while True:
-            await asyncio.sleep(interval)
-            await self._commit()
+            await asyncio.sleep(wait)
+            committed = await self._commit()
+            wait = interval if committed else min(wait * 2, MAX_COMMIT_BACKOFF_S)
 
-    async def _commit(self, partitions: list[TopicPartition] | None = None) -> None:
+    async def _commit(self, partitions: list[TopicPartition] | None = None) -> bool:
+        """Commit what is answered; False if the commit failed (it is logged and counted)."""
         async with self._commit_lock:
             offsets = self._tracker.committable(partitions)
             if not offsets:
-                return
+                return True
             if await self._consumer.commit(offsets):
                 self._tracker.committed(offsets)
-            else:
-                self.metrics.commit_failures.inc()
+                return True
+            self.metrics.commit_failures.inc()
+            return False
 
     # --- introspection (health, metrics, tests) -----------------------------------------
 
