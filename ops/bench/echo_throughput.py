@@ -20,7 +20,7 @@ from pathlib import Path
 
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.logs import configure_logging
-from inferpool.settings import InferpoolSettings
+from inferpool.settings import InferpoolSettings, settings_environment
 from producer.client import Producer, SubmitRequest
 from producer.topics import ensure_topics
 from results.keys import ResultKeys
@@ -50,13 +50,12 @@ def run_once(count: int, workers: int, batch: int) -> float:
             _env_file=None, kafka={"bootstrap_servers": broker.bootstrap_servers},
             redis={"url": redis.url}, max_batch_size=batch, request_topic_partitions=8)
         ids = asyncio.run(preload(settings, count))
+        worker = settings.model_copy(update={
+            "max_inflight_requests": batch * 32, "log_level": "warning",
+            "fetch_max_wait_ms": 20, "metrics_host": "127.0.0.1", "metrics_port": 0,
+        })
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
-        env.update({"INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                    "INFERPOOL_REDIS_URL": redis.url, "INFERPOOL_MAX_BATCH_SIZE": str(batch),
-                    "INFERPOOL_MAX_INFLIGHT_REQUESTS": str(batch * 32),
-                    "INFERPOOL_LOG_LEVEL": "warning", "INFERPOOL_METRICS_PORT": "0",
-                    "INFERPOOL_FETCH_MAX_WAIT_MS": "20",
-                    "INFERPOOL_METRICS_HOST": "127.0.0.1"})
+        env.update(settings_environment(worker))
         logdir = Path(tempfile.mkdtemp(prefix="echo-bench-"))
         processes = [subprocess.Popen([sys.executable, "-m", "inferpool", "worker"], env=env,
                                       stdout=(logdir / f"w{i}.log").open("wb"),

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from inferpool.settings import InferpoolSettings
+from inferpool.settings import InferpoolSettings, settings_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,29 +29,17 @@ def worker_environment(
     """What a worker reads: the harness's settings as INFERPOOL_* variables (as in
     ``inferpool up``), nothing inherited from the caller's own INFERPOOL_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
-    env.update({
-        "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "INFERPOOL_REDIS_URL": settings.redis.url,
-        "INFERPOOL_REQUEST_TOPIC": settings.request_topic,
-        "INFERPOOL_REQUEST_TOPIC_PARTITIONS": str(settings.request_topic_partitions),
-        "INFERPOOL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-        "INFERPOOL_CONSUMER_GROUP": settings.consumer_group,
-        "INFERPOOL_RESULT_KEY_PREFIX": settings.result_key_prefix,
-        "INFERPOOL_MODELS": ",".join(settings.models),
-        "INFERPOOL_TORCH_THREADS": str(threads),
-        "INFERPOOL_MAX_BATCH_SIZE": str(settings.max_batch_size),
-        "INFERPOOL_MAX_WAIT_MS": str(settings.max_wait_ms),
-        "INFERPOOL_MAX_INFLIGHT_REQUESTS": str(settings.max_inflight_requests),
-        "INFERPOOL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-        "INFERPOOL_LOG_LEVEL": "info",
-        "INFERPOOL_LOG_FORMAT": "json",
-        "INFERPOOL_FETCH_MAX_WAIT_MS": "20",  # Tansu holds idle fetches for the whole wait
+    worker = settings.model_copy(update={
+        "torch_threads": threads,
+        "log_level": "info",
+        "log_format": "json",
+        "fetch_max_wait_ms": 20,  # Tansu holds idle fetches for the whole wait
         # several workers on one host: never a fixed metrics port
-        "INFERPOOL_METRICS_HOST": "127.0.0.1",
-        "INFERPOOL_METRICS_PORT": "0",
+        "metrics_host": "127.0.0.1",
+        "metrics_port": 0,
+        "models_file": models_file if models_file is not None else settings.models_file,
     })
-    if models_file is not None:
-        env["INFERPOOL_MODELS_FILE"] = str(models_file)
+    env.update(settings_environment(worker))
     return env
 
 
