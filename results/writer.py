@@ -1,4 +1,4 @@
-"""ResultWriter: stores a batch of results in one Redis round trip and tells the waiters.
+"""ResultWriter: stores a batch of results in one Redis command and tells the waiters.
 
 Each result is written once (``SET NX``, with a TTL) under ``ResultKeys.result(id)``; a
 second write for the same id never replaces the first. After the write the id's done
@@ -16,12 +16,14 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from inferpool.errors import ConfigurationError, InvalidOutput, ResultStoreUnavailable
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import RedisSettings
 from inferpool.wire import Encoding
+from results import scripts
 from results.keys import ResultKeys
 from results.record import ErrorInfo, ResultRecord, ResultStatus
 
@@ -112,7 +114,10 @@ class RedisService(Service):
 
 
 class ResultWriter(RedisService):
-    """Writes results and 'accepted' markers, each with the given TTL."""
+    """Writes results and 'accepted' markers, each with the given TTL.
+
+    Every method is one Redis command for its whole batch (a script of ``results.scripts``).
+    """
 
     def __init__(self, redis: RedisSettings, keys: ResultKeys, ttl_s: int) -> None:
         if ttl_s <= 0:
@@ -120,50 +125,57 @@ class ResultWriter(RedisService):
         super().__init__(redis, keys)
         self._ttl_s = ttl_s
         self._log = get_logger("results.writer")
+        self._scripts: dict[str, AsyncScript] = {}
+
+    async def _start(self) -> None:
+        await super()._start()
+        client = self._redis
+        assert client is not None
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in (
+                ("store", scripts.STORE_RESULTS),
+                ("accept", scripts.MARK_ACCEPTED),
+                ("count", scripts.COUNT_ATTEMPTS),
+            )
+        }
 
     async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
         """Store each result unless its id has one already; return how many were new.
 
-        One round trip for the whole batch, no retry loop: on ResultStoreUnavailable the
-        caller retries (that is safe: a result already stored stays as it is).
+        Each result is ``SET NX EX``, its done channel told, its attempt count dropped
+        (answered: no longer a suspect). No retry loop: on ResultStoreUnavailable the caller
+        retries (that is safe: a result already stored stays as it is).
         """
-        client = self._client()
+        self._require_started()
         if not results:
             return 0
-        encoded = [(record.id, encode_or_explain(record, encoding)) for record, encoding in results]
-        pipe = client.pipeline(transaction=False)
-        for request_id, value in encoded:
-            pipe.set(self._keys.result(request_id), value, nx=True, ex=self._ttl_s)
-            pipe.publish(self._keys.done_channel(request_id), b"1")
-            pipe.delete(self._keys.attempts(request_id))  # answered: no longer a suspect
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self._ttl_s]
+        for record, encoding in results:
+            keys += [self._keys.result(record.id), self._keys.attempts(record.id)]
+            args += [encode_or_explain(record, encoding), self._keys.done_channel(record.id)]
         with store_errors("result write"):
-            replies = await pipe.execute()
-        written = sum(1 for reply in replies[0::3] if reply)
-        self._log.debug("results.written", results=len(encoded), new=written)
+            written = int(await self._scripts["store"](keys=keys, args=args))
+        self._log.debug("results.written", results=len(results), new=written)
         return written
 
     async def mark_accepted(self, request_ids: Sequence[str]) -> None:
         """Record that a worker has taken these requests: readers then see them as pending."""
-        client = self._client()
+        self._require_started()
         if not request_ids:
             return
-        pipe = client.pipeline(transaction=False)
-        for request_id in request_ids:
-            pipe.set(self._keys.accepted(request_id), b"1", nx=True, ex=self._ttl_s)
+        keys = [self._keys.accepted(request_id) for request_id in request_ids]
         with store_errors("accepted marker write"):
-            await pipe.execute()
+            await self._scripts["accept"](keys=keys, args=[self._ttl_s])
         self._log.debug("results.accepted", requests=len(request_ids))
 
     async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
         """Add ``delta`` attempts at running each request; return each request's count."""
-        client = self._client()
+        self._require_started()
         if not request_ids:
             return []
-        pipe = client.pipeline(transaction=False)
-        for request_id in request_ids:
-            key = self._keys.attempts(request_id)
-            pipe.incrby(key, delta)
-            pipe.expire(key, self._ttl_s)
+        keys = [self._keys.attempts(request_id) for request_id in request_ids]
         with store_errors("attempt count"):
-            replies = await pipe.execute()
-        return [int(count) for count in replies[0::2]]
+            counts = await self._scripts["count"](keys=keys, args=[delta, self._ttl_s])
+        return [int(count) for count in counts]

@@ -124,6 +124,33 @@ async def test_batch_write_counts_only_new_results(writer: ResultWriter) -> None
     assert await writer.write([]) == 0
 
 
+async def test_batch_commands_survive_a_flushed_script_cache(
+    writer: ResultWriter, reader: ResultReader, admin: Redis
+) -> None:
+    """A restarted Redis has forgotten the worker's scripts: they are loaded again."""
+    await writer.mark_accepted(["f1"])
+    await admin.script_flush()
+    assert await writer.count_attempts(["f1", "f2"]) == [1, 1]
+    await admin.script_flush()
+    await writer.mark_accepted(["f2"])
+    await admin.script_flush()
+    assert await writer.write([(ok_record("f1"), Encoding.MSGPACK)]) == 1
+    assert (await reader.get("f1")).record == ok_record("f1")
+    assert (await reader.get("f2")).state is RequestState.PENDING
+
+
+async def test_attempt_counts_add_delta_and_are_dropped_by_the_result(
+    writer: ResultWriter, admin: Redis, keys: ResultKeys
+) -> None:
+    assert await writer.count_attempts(["c1", "c2"]) == [1, 1]
+    assert await writer.count_attempts(["c1"], delta=2) == [3]
+    assert await writer.count_attempts(["c1"], delta=-1) == [2]
+    assert 0 < await admin.ttl(keys.attempts("c1")) <= TTL_S
+    await writer.write([(ok_record("c1"), Encoding.MSGPACK)])
+    assert not await admin.exists(keys.attempts("c1"))
+    assert await admin.exists(keys.attempts("c2"))
+
+
 async def test_get_tells_unknown_pending_and_done(
     writer: ResultWriter, reader: ResultReader
 ) -> None:
