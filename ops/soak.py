@@ -277,7 +277,8 @@ class Soak:
         call_log = options.workdir / "calls.jsonl"
         redis = EmbeddedRedis(workdir=options.workdir / "redis", appendonly=True)
         (options.workdir / "redis").mkdir()
-        with EmbeddedBroker() as broker:
+        (options.workdir / "broker").mkdir()
+        with EmbeddedBroker(workdir=options.workdir / "broker") as broker:
             redis.start()
             try:
                 return await self._run(broker, redis, call_log)
