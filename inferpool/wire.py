@@ -167,9 +167,36 @@ def pack_msgpack(value: object) -> bytes:
     return result
 
 
+# How a msgpack timestamp (extension type -1) starts: fixext 4, fixext 8, ext 8 of 12 bytes.
+_TIMESTAMP_HEADS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _holds_timestamp(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, msgpack.Timestamp):
+            return True
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return False
+
+
 def unpack_msgpack(data: bytes) -> Any:
-    """Decode msgpack; tensors come back as WireTensor views into ``data`` (no copy)."""
-    return msgpack.unpackb(data, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=True)
+    """Decode msgpack; tensors come back as WireTensor views into ``data`` (no copy).
+
+    msgpack decodes its timestamp extension (-1) by itself, never through ``ext_hook``; the
+    protocol allows no extension but the tensor, so a value holding one is refused. The
+    walk that proves it runs only when the bytes could hold one (a fast substring test)."""
+    value = msgpack.unpackb(data, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=True)
+    if any(head in data for head in _TIMESTAMP_HEADS) and _holds_timestamp(value):
+        raise InvalidInput(
+            "msgpack timestamp extension (-1) is not part of the protocol; "
+            "send times as integer epoch milliseconds"
+        )
+    return value
 
 
 # --- JSON -------------------------------------------------------------------------------
@@ -210,8 +237,12 @@ def pack_json(value: object) -> bytes:
     return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise InvalidInput(f"JSON {name} is not allowed (RFC 8259 has no NaN or Infinity)")
+
+
 def unpack_json(data: bytes) -> Any:
-    return json.loads(data, object_hook=_json_object_hook)
+    return json.loads(data, object_hook=_json_object_hook, parse_constant=_refuse_constant)
 
 
 def pack(value: object, encoding: Encoding) -> bytes:

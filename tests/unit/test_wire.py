@@ -229,3 +229,28 @@ def test_sniff_tells_stored_json_from_msgpack() -> None:
     assert Encoding.sniff(pack_json({"a": 1})) is Encoding.JSON
     assert Encoding.sniff(pack_msgpack({"a": 1})) is Encoding.MSGPACK
     assert Encoding.sniff(b"") is Encoding.MSGPACK
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_json_nan_and_infinity_are_refused(literal: str) -> None:
+    with pytest.raises(InvalidInput, match=literal):
+        unpack(f'{{"inputs":[1,{literal}]}}'.encode(), Encoding.JSON)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        msgpack.Timestamp(1, 0),  # fixext 4
+        msgpack.Timestamp(1, 5),  # fixext 8
+        msgpack.Timestamp(-1, 5),  # ext 8, 12 bytes
+    ],
+)
+def test_msgpack_timestamps_are_refused_wherever_they_are(stamp: msgpack.Timestamp) -> None:
+    for value in (stamp, [1, stamp], {"a": {"b": [stamp]}}):
+        with pytest.raises(InvalidInput, match="timestamp"):
+            unpack(msgpack.packb(value), Encoding.MSGPACK)
+
+
+def test_bytes_that_only_look_like_a_timestamp_are_fine() -> None:
+    value = {"bin": b"\xd6\xff\xd7\xff\xc7\x0c\xff", "s": "\u00ff"}
+    assert unpack(msgpack.packb(value, use_bin_type=True), Encoding.MSGPACK) == value
