@@ -156,6 +156,12 @@ class EmbeddedBroker(EmbeddedProcess):
 
     name = "tansu"
 
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, authentication: bool = False
+    ) -> None:
+        super().__init__(port, workdir)
+        self.authentication = authentication  # SASL required (SCRAM users; tests only)
+
     @property
     def bootstrap_servers(self) -> str:
         return f"{LOOPBACK}:{self.port}"
@@ -171,11 +177,14 @@ class EmbeddedBroker(EmbeddedProcess):
             url,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
 
     def ready(self) -> bool:
         if not port_is_taken(self.port):
             return False
+        if self.authentication:  # nothing answers an unauthenticated client: listening is all
+            return True
         # in a thread of its own, so that it also works when called from a running event loop
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, self._metadata_answers()).result()

@@ -30,6 +30,7 @@ from inferpool.errors import (
     RequestError,
     SubmitError,
 )
+from inferpool.kafka_connect import GRACE_S, broker_unavailable, start_client
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
@@ -41,7 +42,6 @@ from producer.envelope import (
     new_request_id,
     now_ms,
 )
-from producer.topics import GRACE_S, broker_unavailable
 
 log = get_logger("producer")
 
@@ -102,14 +102,9 @@ class Producer(Service):
                 self._settings.max_request_bytes + RECORD_OVERHEAD_BYTES,
             ),
         )
-        try:
-            await asyncio.wait_for(kafka.start(), self._timeout_s)
-        except (TimeoutError, KafkaError, OSError):
-            await kafka.stop()
-            raise broker_unavailable(self._settings.kafka, "could not start the producer") from None
-        except BaseException:
-            await kafka.stop()
-            raise
+        await start_client(
+            kafka.start, kafka.stop, self._settings.kafka, "could not start the producer"
+        )
         self._kafka = kafka
         log.info("producer.started", bootstrap_servers=self._settings.kafka.bootstrap_servers,
                  encoding=self._encoding.value)

@@ -9,24 +9,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from inferpool.errors import BrokerUnavailable, ConfigurationError
+from inferpool.errors import ConfigurationError
+from inferpool.kafka_connect import GRACE_S, broker_unavailable, start_client
 from inferpool.logs import get_logger
 from inferpool.settings import KafkaSettings
 
 log = get_logger("producer")
 
 #: Extra time, beyond the Kafka request timeout, before we stop waiting on aiokafka.
-GRACE_S = 1.0
-
-
-def broker_unavailable(kafka: KafkaSettings, what: str) -> BrokerUnavailable:
-    """The one message for 'Kafka did not answer': what failed and what to check."""
-    return BrokerUnavailable(
-        f"{what}: Kafka at {kafka.bootstrap_servers} could not be reached or did not answer "
-        f"within {kafka.request_timeout_ms} ms (INFERPOOL_KAFKA_REQUEST_TIMEOUT_MS); check "
-        "INFERPOOL_KAFKA_BOOTSTRAP_SERVERS, that the broker is up and reachable from here, and "
-        "the security settings (INFERPOOL_KAFKA_SECURITY_PROTOCOL, INFERPOOL_KAFKA_SASL_*)"
-    )
 
 
 async def ensure_topics(
@@ -38,8 +28,8 @@ async def ensure_topics(
         return
     timeout_s = kafka.request_timeout_ms / 1000 + GRACE_S
     admin = AIOKafkaAdminClient(**kafka.client_options())
+    await start_client(admin.start, admin.close, kafka, f"could not create topics {names}")
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
         response = await asyncio.wait_for(
             admin.create_topics([NewTopic(name, partitions, replication) for name in names]),
             timeout_s,

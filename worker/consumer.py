@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from inferpool.errors import BrokerUnavailable
+from inferpool.kafka_connect import start_client
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
@@ -62,14 +62,9 @@ class RequestConsumer(Service):
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             **settings.kafka.client_options(),
         )
-        try:
-            await consumer.start()
-        except KafkaError as error:
-            await consumer.stop()
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {settings.kafka.bootstrap_servers} "
-                f"({type(error).__name__}); check INFERPOOL_KAFKA_BOOTSTRAP_SERVERS"
-            ) from None
+        await start_client(
+            consumer.start, consumer.stop, settings.kafka, "could not start the request consumer"
+        )
         consumer.subscribe(topics=self._topics, listener=self._listener)
         self._consumer = consumer
 

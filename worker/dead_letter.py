@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from inferpool.errors import BrokerUnavailable
+from inferpool.kafka_connect import start_client
 from inferpool.lifecycle import Service
 from inferpool.settings import KafkaSettings
 from worker.intake import Rejection
@@ -44,14 +45,9 @@ class DeadLetterSink(Service):
         producer = AIOKafkaProducer(
             acks="all", enable_idempotence=False, linger_ms=2, **self._kafka.client_options()
         )
-        try:
-            await producer.start()
-        except KafkaError as error:
-            await producer.stop()
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {self._kafka.bootstrap_servers} "
-                f"({type(error).__name__}); check INFERPOOL_KAFKA_BOOTSTRAP_SERVERS"
-            ) from None
+        await start_client(
+            producer.start, producer.stop, self._kafka, "could not start the dead-letter producer"
+        )
         self._producer = producer
 
     async def _stop(self) -> None:
