@@ -151,6 +151,12 @@ class EmbeddedProcess:
         self.stop()
 
 
+#: What a pool's clients should set against Tansu: it holds an idle fetch for the whole
+#: fetch_max_wait_ms (Kafka answers when a record arrives), and a LeaveGroup from the group's
+#: leader during a rebalance can leave its group without a leader for good (Tansu 0.6.0).
+TANSU_CLIENT_SETTINGS: dict[str, object] = {"fetch_max_wait_ms": 20, "leave_group_on_stop": False}
+
+
 class EmbeddedBroker(EmbeddedProcess):
     """Tansu on loopback, memory storage: a restart loses every topic."""
 

@@ -169,6 +169,11 @@ class InferpoolSettings(BaseSettings):
     # a record arrives; a broker that does not (Tansu: the embedded stack sets 20) adds up to
     # this much latency to a request that arrives while the worker is idle.
     fetch_max_wait_ms: int = Field(default=500, ge=0)
+    # Send LeaveGroup when a worker stops, so its partitions move at once (Kafka). False: the
+    # broker expires the member after session_timeout_ms instead. The embedded Tansu stack
+    # sets False: Tansu 0.6.0 can lose its group leader for good when the leader leaves while
+    # the group is rebalancing (docs/operations.md, "Known broker issues").
+    leave_group_on_stop: bool = True
 
     # Metrics and health (GET /metrics, /healthz, /readyz); port 0 picks a free port.
     metrics_host: str = "0.0.0.0"

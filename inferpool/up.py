@@ -21,13 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
+from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis
 from inferpool.errors import InferpoolError
 from inferpool.settings import InferpoolSettings, settings_environment
 from inferpool.wire import WireTensor
 
 #: Tansu holds an idle fetch for its whole wait even when a record arrives: keep it short.
-TANSU_FETCH_MAX_WAIT_MS = 20
 
 DEMO_SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
                     update={"bootstrap_servers": broker.bootstrap_servers}
                 ),
                 "redis": settings.redis.model_copy(update={"url": redis.url}),
-                "fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS,
+                **TANSU_CLIENT_SETTINGS,
             }
         )
         print(f"broker  {broker.bootstrap_servers}  (Tansu, memory storage; log {broker.log_path})")

@@ -47,7 +47,7 @@ sys.path[:0] = [str(ROOT), str(TESTS / "integration")]
 from invariants import FirstSeen, Ledger, input_key, judge, read_call_log, read_results  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from inferpool.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
+from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from inferpool.logs import configure_logging  # noqa: E402
 from inferpool.settings import (  # noqa: E402
     InferpoolSettings,
@@ -157,8 +157,7 @@ def pool_settings(
         max_batch_size=16,
         max_wait_ms=10,
         drain_timeout_s=10,
-        fetch_max_wait_ms=20,  # Tansu holds idle fetches for the whole wait
-    )
+    ).model_copy(update=TANSU_CLIENT_SETTINGS)
 
 
 def worker_env(settings: InferpoolSettings, call_log: Path) -> dict[str, str]:

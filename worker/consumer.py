@@ -36,6 +36,26 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
 
 
+def _never_leave_group(consumer: AIOKafkaConsumer) -> None:
+    """Stop without LeaveGroup: the broker expires this member after its session timeout.
+
+    aiokafka has no option for it; its coordinator sends LeaveGroup from
+    ``_maybe_leave_group`` (on stop, and when max_poll_interval_ms passes idle), so that
+    method is replaced on this consumer's coordinator by one that only forgets the
+    membership locally. Should a later aiokafka lack it, the consumer leaves as usual.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "_maybe_leave_group"):
+        log.warning("consumer.leave_group_kept", reason="aiokafka internals changed")
+        return
+
+    async def forget_membership() -> None:
+        coordinator.generation = -1
+        coordinator.member_id = ""
+
+    coordinator._maybe_leave_group = forget_membership
+
+
 class RequestConsumer(Service):
     def __init__(
         self,
@@ -65,6 +85,8 @@ class RequestConsumer(Service):
         await start_client(
             consumer.start, consumer.stop, settings.kafka, "could not start the request consumer"
         )
+        if not settings.leave_group_on_stop:
+            _never_leave_group(consumer)
         consumer.subscribe(topics=self._topics, listener=self._listener)
         self._consumer = consumer
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
+from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis
 from inferpool.logs import configure_logging
 from inferpool.settings import InferpoolSettings, settings_environment
 from producer.client import Producer, SubmitRequest
@@ -52,7 +52,7 @@ def run_once(count: int, workers: int, batch: int) -> float:
         ids = asyncio.run(preload(settings, count))
         worker = settings.model_copy(update={
             "max_inflight_requests": batch * 32, "log_level": "warning",
-            "fetch_max_wait_ms": 20, "metrics_host": "127.0.0.1", "metrics_port": 0,
+            **TANSU_CLIENT_SETTINGS, "metrics_host": "127.0.0.1", "metrics_port": 0,
         })
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
         env.update(settings_environment(worker))

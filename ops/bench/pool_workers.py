@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from inferpool.embedded import TANSU_CLIENT_SETTINGS
 from inferpool.settings import InferpoolSettings, settings_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def worker_environment(
         "torch_threads": threads,
         "log_level": "info",
         "log_format": "json",
-        "fetch_max_wait_ms": 20,  # Tansu holds idle fetches for the whole wait
+        **TANSU_CLIENT_SETTINGS,
         # several workers on one host: never a fixed metrics port
         "metrics_host": "127.0.0.1",
         "metrics_port": 0,
