@@ -58,6 +58,9 @@ class Encoding(enum.Enum):
         """The encoding a Kafka record declares; msgpack when it declares none."""
         for key, value in headers:
             if key.lower() == CONTENT_TYPE_HEADER:
+                known = _BY_HEADER_VALUE.get(value)  # the usual case: one dict lookup
+                if known is not None:
+                    return known
                 text = value.decode("ascii", "replace").split(";")[0].strip().lower()
                 for encoding in cls:
                     if encoding.value == text:
@@ -72,6 +75,9 @@ class Encoding(enum.Enum):
     def sniff(cls, data: bytes) -> Encoding:
         """Tell a stored value's encoding from its first byte (JSON objects start with '{')."""
         return cls.JSON if data[:1] == b"{" else cls.MSGPACK
+
+
+_BY_HEADER_VALUE: dict[bytes, Encoding] = {e.content_type: e for e in Encoding}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -191,7 +197,10 @@ def unpack_msgpack(data: bytes) -> Any:
     protocol allows no extension but the tensor, so a value holding one is refused. The
     walk that proves it runs only when the bytes could hold one (a fast substring test)."""
     value = msgpack.unpackb(data, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=True)
-    if any(head in data for head in _TIMESTAMP_HEADS) and _holds_timestamp(value):
+    maybe_timestamp = (
+        _TIMESTAMP_HEADS[0] in data or _TIMESTAMP_HEADS[1] in data or _TIMESTAMP_HEADS[2] in data
+    )
+    if maybe_timestamp and _holds_timestamp(value):
         raise InvalidInput(
             "msgpack timestamp extension (-1) is not part of the protocol; "
             "send times as integer epoch milliseconds"
