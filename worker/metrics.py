@@ -175,8 +175,9 @@ class WorkerMetrics:
         self.batches.labels(model, reason).inc()
         self.batch_size.labels(model).observe(size)
         self.inference.labels(model).observe(inference_s)
+        batch_wait = self.batch_wait.labels(model)
         for wait in batch_waits_s:
-            self.batch_wait.labels(model).observe(wait)
+            batch_wait.observe(wait)
 
     def answered(self, records: Iterable[ResultRecord]) -> None:
         """Count stored results; label lookups are done once per (model, status) per call."""
