@@ -5,16 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-# redis-server for the tests and the embedded default; docker-compose (1.29) only to
-# validate docker-compose.yml in the tests (no Docker engine is needed).
+# redis-server for the tests and the embedded default; docker-compose (1.29) and promtool
+# (package prometheus) only for the tests that validate docker-compose.yml and the alert
+# rules (no Docker engine or Prometheus server is needed or started).
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing"
     $SUDO apt-get update -qq
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"
