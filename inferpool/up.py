@@ -26,8 +26,6 @@ from inferpool.errors import InferpoolError
 from inferpool.settings import InferpoolSettings, settings_environment
 from inferpool.wire import WireTensor
 
-#: Tansu holds an idle fetch for its whole wait even when a record arrives: keep it short.
-
 DEMO_SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
     "Kafka keeps the requests, Redis keeps the answers",

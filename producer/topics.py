@@ -16,8 +16,6 @@ from inferpool.settings import KafkaSettings
 
 log = get_logger("producer")
 
-#: Extra time, beyond the Kafka request timeout, before we stop waiting on aiokafka.
-
 
 async def ensure_topics(
     kafka: KafkaSettings, topics: Iterable[str], partitions: int, replication: int
