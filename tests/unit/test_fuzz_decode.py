@@ -12,7 +12,6 @@ import math
 import pickle
 import struct
 import tracemalloc
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -20,6 +19,7 @@ import pytest
 import testing_models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka_stubs import Record
 
 from inferpool.errors import RequestError
 from inferpool.wire import DTYPE_SIZES, TENSOR_EXT_TYPE, Encoding, pack_msgpack
@@ -40,16 +40,6 @@ MEMORY_LIMIT = 4 * 1024 * 1024  # bytes of peak allocation while admitting a 1 K
 NOW_MS = 1_700_000_000_000
 
 fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass
-class Record:
-    value: bytes | None
-    key: bytes | None = b"req-1"
-    headers: Any = field(default_factory=list)
-    topic: str = "requests"
-    partition: int = 0
-    offset: int = 0
 
 
 def admit(value: bytes | None, headers: Any = (), key: bytes | None = b"req-1") -> Any:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import testing_models
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka_stubs import Record
 
 from inferpool.errors import RequestError
 from inferpool.wire import pack_msgpack
@@ -19,16 +19,6 @@ from worker.request import PendingRequest
 
 TOKEN = OffsetToken(TopicPartition("requests", 0), 1, 0)
 INTAKE = Intake(ModelRegistry([EchoModel(), testing_models.VectorModel()]), max_request_bytes=512)
-
-
-@dataclass
-class Record:
-    value: bytes | None
-    key: bytes | None = b"req-1"
-    headers: Any = field(default_factory=list)
-    topic: str = "requests"
-    partition: int = 0
-    offset: int = 0
 
 
 def admit(record: Record) -> PendingRequest | Rejection:
