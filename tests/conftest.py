@@ -7,34 +7,20 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from services import running
 
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.settings import InferpoolSettings
 
 
-def _dump_log_on_failure(
-    request: pytest.FixtureRequest, process: EmbeddedBroker | EmbeddedRedis
-) -> None:
-    if request.session.testsfailed:
-        print(f"\n----- {process.name} log (last lines) -----\n{process.log_tail()}")
-
-
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker]:
-    process = EmbeddedBroker()
-    with process:
-        yield process
-    _dump_log_on_failure(request, process)
-    process.cleanup()
+    yield from running(EmbeddedBroker(), request)
 
 
 @pytest.fixture(scope="session")
 def redis_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
-    process = EmbeddedRedis()
-    with process:
-        yield process
-    _dump_log_on_failure(request, process)
-    process.cleanup()
+    yield from running(EmbeddedRedis(), request)
 
 
 @pytest.fixture

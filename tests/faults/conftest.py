@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
 from fleet import Fleet
+from services import running
 
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.settings import InferpoolSettings
@@ -46,22 +47,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def private_redis() -> Iterator[EmbeddedRedis]:
     """A redis-server of this test's own, with an append-only file so that it can be
     killed and restarted (same port, same directory) without losing what it stored."""
-    process = EmbeddedRedis(appendonly=True)
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
-        process.cleanup()
+    yield from running(EmbeddedRedis(appendonly=True))
 
 
 @pytest.fixture
 def private_broker() -> Iterator[EmbeddedBroker]:
     """A Tansu broker of this test's own, to freeze and to stop."""
-    process = EmbeddedBroker()
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
-        process.cleanup()
+    yield from running(EmbeddedBroker())

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
+from services import running
 
 from inferpool.embedded import EmbeddedBroker
 from inferpool.errors import BrokerUnavailable, ConfigurationError
@@ -28,10 +29,7 @@ PASSWORD = "s3cret-never-shown"
 
 @pytest.fixture(scope="module")
 def secured_broker() -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(authentication=True)
-    with broker:
-        yield broker
-    broker.cleanup()
+    yield from running(EmbeddedBroker(authentication=True))
 
 
 def kafka(broker: EmbeddedBroker, **security: object) -> KafkaSettings:
