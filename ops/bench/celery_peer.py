@@ -34,6 +34,7 @@ from celery.signals import worker_process_init
 
 from inferpool.embedded import EmbeddedRedis
 from ops.bench.stats import Completion
+from ops.bench.target import WatchedTarget
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "bench"
@@ -171,37 +172,27 @@ class CeleryPeer:
         self.stop()
 
 
-class CeleryTarget:
+class CeleryTarget(WatchedTarget):
     """The peer as a load target. Sends from one thread (a Celery client is not meant to be
     shared between threads); reads results from a pattern subscription."""
 
     system = "celery"
 
     def __init__(self, redis_url: str) -> None:
+        super().__init__()
         self._url = redis_url
         self._client = Celery("inferpool_bench_client", broker=redis_url)
         self._client.conf.update(CONFIG)
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="celery-send")
-        self._pending: dict[str, float] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self._redis: Any = None
-        self.completed: asyncio.Queue[list[Completion]] = asyncio.Queue()
 
     async def __aenter__(self) -> CeleryTarget:
         from redis.asyncio import Redis
 
-        self._redis = Redis.from_url(self._url)
-        pubsub = self._redis.pubsub()
-        await pubsub.psubscribe(f"{META_PREFIX}*")
-        self._reader = asyncio.create_task(self._read(pubsub))
+        await self._watch(Redis.from_url(self._url), f"{META_PREFIX}*")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self._unwatch()
         await asyncio.to_thread(self._sender.shutdown)
         self._client.close()
 
@@ -216,30 +207,18 @@ class CeleryTarget:
         for text, task_id in zip(texts, ids, strict=True):
             self._client.send_task(TASK, args=[text], task_id=task_id, queue=QUEUE)
 
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def abandon(self) -> int:
-        count = len(self._pending)
-        self._pending.clear()
-        return count
-
     async def _read(self, pubsub: Any) -> None:
-        try:
-            while True:
-                message = await pubsub.get_message(timeout=0.2)
-                done: list[Completion] = []
-                while message is not None:
-                    if message["type"] == "pmessage":
-                        completion = self._completion(message["channel"], message["data"])
-                        if completion is not None:
-                            done.append(completion)
-                    message = await pubsub.get_message(timeout=0)
-                if done:
-                    self.completed.put_nowait(done)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        while True:
+            message = await pubsub.get_message(timeout=0.2)
+            done: list[Completion] = []
+            while message is not None:
+                if message["type"] == "pmessage":
+                    completion = self._completion(message["channel"], message["data"])
+                    if completion is not None:
+                        done.append(completion)
+                message = await pubsub.get_message(timeout=0)
+            if done:
+                self.completed.put_nowait(done)
 
     def _completion(self, channel: bytes, data: bytes) -> Completion | None:
         seen_at = time.perf_counter()

@@ -10,16 +10,13 @@ have waited long, in case a notification was missed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from inferpool.settings import InferpoolSettings
 from ops.bench.stats import Completion
+from ops.bench.target import WatchedTarget
 from producer.client import Producer, SubmitRequest
 from producer.envelope import new_request_id
 from results.keys import ResultKeys
@@ -31,35 +28,25 @@ SWEEP_EVERY_S = 1.0
 SWEEP_MAX_IDS = 2000
 
 
-class PoolTarget:
+class PoolTarget(WatchedTarget):
     """``async with PoolTarget(settings, "minilm")``: sends texts, reports completions."""
 
     system = "pool"
 
     def __init__(self, settings: InferpoolSettings, model: str) -> None:
+        super().__init__()
         self._settings = settings
         self._model = model
         self._keys = ResultKeys(settings.result_key_prefix)
         self._producer = Producer(settings)
-        self._redis: Redis | None = None
-        self._pending: dict[str, float] = {}  # request id -> due (perf_counter)
-        self._reader: asyncio.Task[None] | None = None
-        self.completed: asyncio.Queue[list[Completion]] = asyncio.Queue()
 
     async def __aenter__(self) -> PoolTarget:
         await self._producer.start()
-        self._redis = open_redis(self._settings.redis)
-        pubsub = self._redis.pubsub()
-        await pubsub.psubscribe(f"{self._keys.prefix}:*:done")
-        self._reader = asyncio.create_task(self._read(pubsub))
+        await self._watch(open_redis(self._settings.redis), f"{self._keys.prefix}:*:done")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self._unwatch()
         await self._producer.stop()
 
     async def send(self, texts: Sequence[str], due: Sequence[float]) -> None:
@@ -70,34 +57,22 @@ class PoolTarget:
             requests.append(SubmitRequest(self._model, text, request_id=request_id))
         await self._producer.submit_many(requests)
 
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def abandon(self) -> int:
-        count = len(self._pending)
-        self._pending.clear()
-        return count
-
     async def _read(self, pubsub: Any) -> None:
         next_sweep = time.perf_counter() + SWEEP_EVERY_S
-        try:
-            while True:
-                hinted: list[str] = []
-                message = await pubsub.get_message(timeout=0.2)
-                while message is not None:
-                    if message["type"] == "pmessage":
-                        hinted.append(_request_id(message["channel"]))
-                    message = await pubsub.get_message(timeout=0)
-                now = time.perf_counter()
-                if now >= next_sweep:
-                    next_sweep = now + SWEEP_EVERY_S
-                    hinted += [rid for rid, due in list(self._pending.items())[:SWEEP_MAX_IDS]
-                               if now - due > SWEEP_AFTER_S]
-                if hinted:
-                    await self._fetch(hinted)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        while True:
+            hinted: list[str] = []
+            message = await pubsub.get_message(timeout=0.2)
+            while message is not None:
+                if message["type"] == "pmessage":
+                    hinted.append(_request_id(message["channel"]))
+                message = await pubsub.get_message(timeout=0)
+            now = time.perf_counter()
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_EVERY_S
+                hinted += [rid for rid, due in list(self._pending.items())[:SWEEP_MAX_IDS]
+                           if now - due > SWEEP_AFTER_S]
+            if hinted:
+                await self._fetch(hinted)
 
     async def _fetch(self, request_ids: list[str]) -> None:
         wanted = [rid for rid in dict.fromkeys(request_ids) if rid in self._pending]
