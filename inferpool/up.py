@@ -23,8 +23,8 @@ from typing import Any
 
 from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis
 from inferpool.errors import InferpoolError
+from inferpool.protocol.wire import WireTensor
 from inferpool.settings import InferpoolSettings, settings_environment
-from inferpool.wire import WireTensor
 
 DEMO_SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
@@ -168,8 +168,8 @@ def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
 
 
 async def demo(settings: InferpoolSettings, count: int) -> None:
+    from inferpool.protocol import ResultKeys
     from producer.client import Producer, SubmitRequest
-    from results.keys import ResultKeys
     from results.reader import ResultReader
 
     model = settings.models[0].partition("=")[0]

@@ -28,11 +28,10 @@ from typing import Any
 
 from inferpool.errors import InferpoolError
 from inferpool.logs import configure_logging
+from inferpool.protocol import ResultKeys, ResultRecord
 from inferpool.settings import InferpoolSettings, load_settings
 from producer.client import Producer, SubmitRequest
-from results.keys import ResultKeys
 from results.reader import ResultReader
-from results.record import ResultRecord
 
 TICK_S = 0.1
 MAX_RATE = 10_000.0

@@ -49,6 +49,7 @@ from redis.asyncio import Redis  # noqa: E402
 
 from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from inferpool.logs import configure_logging  # noqa: E402
+from inferpool.protocol import ResultKeys, ResultRecord  # noqa: E402
 from inferpool.settings import (  # noqa: E402
     InferpoolSettings,
     KafkaSettings,
@@ -57,8 +58,6 @@ from inferpool.settings import (  # noqa: E402
 )
 from producer.client import Producer, SubmitRequest  # noqa: E402
 from producer.topics import ensure_topics  # noqa: E402
-from results.keys import ResultKeys  # noqa: E402
-from results.record import ResultRecord  # noqa: E402
 
 MAX_MINUTES = 24 * 60
 MAX_RATE = 2000.0

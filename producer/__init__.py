@@ -3,8 +3,8 @@
 The wire format is in docs/protocol.md; this package imports only the inferpool foundation.
 """
 
+from inferpool.protocol import RequestEnvelope, new_request_id
 from producer.client import Producer, SubmitRequest
-from producer.envelope import RequestEnvelope, new_request_id
 from producer.sync import SyncProducer
 from producer.topics import ensure_topics
 

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from inferpool.errors import InferpoolError, RequestError, ResultTimeout
+from inferpool.protocol.wire import Encoding, unpack_json
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding, unpack_json
 from producer.client import Producer
 
 EXIT_OK = 0
@@ -103,7 +103,7 @@ async def _submit(
 
 
 async def _wait(settings: InferpoolSettings, request_id: str, timeout_s: float) -> int:
-    from results.keys import ResultKeys
+    from inferpool.protocol import ResultKeys
     from results.reader import ResultReader
 
     try:

@@ -9,7 +9,6 @@ replaces a result), an oversized request ``PayloadTooLarge``, any other refusal 
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,20 +32,19 @@ from inferpool.errors import (
 from inferpool.kafka_connect import GRACE_S, broker_unavailable, start_client
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
-from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding, WireTensor
-from producer.envelope import (
+from inferpool.protocol import (
     RequestEnvelope,
     check_model_name,
     check_request_id,
     new_request_id,
     now_ms,
 )
+from inferpool.protocol.headers import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
+from inferpool.protocol.wire import Encoding, WireTensor
+from inferpool.settings import InferpoolSettings
 
 log = get_logger("producer")
 
-TRACEPARENT_HEADER = "traceparent"
-TRACEPARENT_PATTERN = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?")
 #: A deadline before this (September 2001, in epoch ms) is surely a relative timeout.
 EARLIEST_DEADLINE_MS = 1_000_000_000_000
 #: Room in a Kafka produce request for the key, the headers and the batch framing.

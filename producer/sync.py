@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from inferpool.errors import BrokerUnavailable, LifecycleError
+from inferpool.protocol.wire import Encoding
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding
 from producer.client import Producer, SubmitRequest
 
 T = TypeVar("T")

@@ -1,8 +1,7 @@
 """Results: where each request's answer is stored (Redis), and how to read or wait for it."""
 
-from results.keys import ResultKeys
+from inferpool.protocol import ErrorInfo, ResultKeys, ResultRecord, ResultStatus, Timings
 from results.reader import Lookup, RequestState, ResultReader, SyncResultReader
-from results.record import ErrorInfo, ResultRecord, ResultStatus, Timings
 from results.writer import ResultWriter
 
 __all__ = [

@@ -13,8 +13,8 @@ import sys
 from typing import Any
 
 from inferpool.errors import ResultStoreUnavailable, ResultTimeout
+from inferpool.protocol import ResultKeys
 from inferpool.settings import InferpoolSettings
-from results.keys import ResultKeys
 from results.reader import Lookup, SyncResultReader
 
 EXIT_FOUND = 0

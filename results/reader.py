@@ -24,14 +24,12 @@ from inferpool.errors import (
     ConfigurationError,
     InferpoolError,
     LifecycleError,
-    MalformedRequest,
     ResultStoreUnavailable,
     ResultTimeout,
 )
 from inferpool.logs import get_logger
+from inferpool.protocol import ResultKeys, ResultRecord, decode_result
 from inferpool.settings import RedisSettings
-from results.keys import ResultKeys
-from results.record import ResultRecord
 from results.writer import STORE_ERRORS, RedisService, credentials_refused, store_errors
 
 SUBSCRIBE_CHUNK = 500
@@ -56,19 +54,6 @@ class Lookup:
 
     state: RequestState
     record: ResultRecord | None
-
-
-def decode_result(request_id: str, raw: bytes) -> ResultRecord:
-    """The stored result of ``request_id``; a value that is not a result is MalformedRequest."""
-    try:
-        return ResultRecord.decode(raw)
-    except InferpoolError:
-        raise
-    except (KeyError, TypeError, ValueError) as error:
-        raise MalformedRequest(
-            f"the stored result of request {request_id!r} is not a valid result record "
-            f"({type(error).__name__}: {error})"
-        ) from None
 
 
 #: Ids re-read per poll interval by the safety-net sweep of a wait on many ids.

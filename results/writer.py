@@ -21,11 +21,10 @@ from redis.commands.core import AsyncScript
 from inferpool.errors import ConfigurationError, InvalidOutput, ResultStoreUnavailable
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
+from inferpool.protocol import ErrorInfo, ResultKeys, ResultRecord, ResultStatus
+from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
-from inferpool.wire import Encoding
 from results import scripts
-from results.keys import ResultKeys
-from results.record import ErrorInfo, ResultRecord, ResultStatus
 
 #: What a lost, refused or timed-out Redis connection raises.
 STORE_ERRORS: tuple[type[Exception], ...] = (

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from inferpool.errors import InvalidInput
-from inferpool.wire import WireTensor
+from inferpool.protocol.wire import WireTensor
 from worker.models.base import ListModel
 
 CALL_LOG_ENV = "INFERPOOL_TEST_CALL_LOG"

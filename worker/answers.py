@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferpool.errors import InferpoolError
-from producer.envelope import now_ms
-from results.record import ErrorInfo, ResultRecord, ResultStatus, Timings
+from inferpool.protocol import ErrorInfo, ResultRecord, ResultStatus, Timings, now_ms
 from worker.intake import Rejection
 from worker.models.base import Model
 from worker.request import PendingRequest

@@ -12,14 +12,15 @@ from aiokafka.errors import KafkaError
 from inferpool.errors import BrokerUnavailable
 from inferpool.kafka_connect import start_client
 from inferpool.lifecycle import Service
+from inferpool.protocol.headers import (
+    ERROR_CODE_HEADER,
+    ERROR_MESSAGE_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+)
 from inferpool.settings import KafkaSettings
 from worker.intake import Rejection
-
-ERROR_CODE_HEADER = "inferpool-error-code"
-ERROR_MESSAGE_HEADER = "inferpool-error-message"
-SOURCE_TOPIC_HEADER = "inferpool-source-topic"
-SOURCE_PARTITION_HEADER = "inferpool-source-partition"
-SOURCE_OFFSET_HEADER = "inferpool-source-offset"
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferpool.errors import InvalidInput, MalformedRequest, PayloadTooLarge, RequestError
-from inferpool.wire import Encoding
-from producer.envelope import REQUEST_ID_PATTERN, RequestEnvelope
+from inferpool.protocol import RequestEnvelope, id_from_key
+from inferpool.protocol.headers import MAX_TRACE_CHARS, TRACEPARENT_HEADER, header
+from inferpool.protocol.wire import Encoding
 from worker.models.base import Model
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken
 from worker.request import KafkaRecord, PendingRequest
-
-TRACEPARENT_HEADER = "traceparent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,23 +47,6 @@ class Rejection:
         )
 
 
-def _header(headers: Any, name: str) -> bytes | None:
-    for key, value in headers or ():
-        if key.lower() == name:
-            return bytes(value)
-    return None
-
-
-def _id_from_key(key: bytes | None) -> str | None:
-    if not key:
-        return None
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text if REQUEST_ID_PATTERN.fullmatch(text) else None
-
-
 def _validate(model: Model, envelope: RequestEnvelope) -> Any:
     try:
         return model.validate(envelope.inputs, envelope.params)
@@ -90,7 +72,7 @@ class Intake:
             return Rejection(
                 record,
                 token,
-                _id_from_key(record.key),
+                id_from_key(record.key),
                 MalformedRequest(f"the request could not be read: {type(error).__name__}"),
                 Encoding.MSGPACK,
             )
@@ -98,8 +80,8 @@ class Intake:
     def _admit(
         self, record: KafkaRecord, token: OffsetToken, now_monotonic: float, now_ms: int
     ) -> PendingRequest | Rejection:
-        raw_trace = _header(record.headers, TRACEPARENT_HEADER)
-        traceparent = raw_trace.decode("ascii", "replace")[:128] if raw_trace else None
+        raw_trace = header(record.headers, TRACEPARENT_HEADER)
+        traceparent = raw_trace.decode("ascii", "replace")[:MAX_TRACE_CHARS] if raw_trace else None
         encoding = Encoding.MSGPACK
         envelope: RequestEnvelope | None = None
         try:
@@ -114,7 +96,7 @@ class Intake:
             model = self._registry.get(envelope.model)
             item = _validate(model, envelope)
         except RequestError as error:
-            request_id = envelope.id if envelope is not None else _id_from_key(record.key)
+            request_id = envelope.id if envelope is not None else id_from_key(record.key)
             return Rejection(
                 record,
                 token,

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from results.record import ResultRecord
+from inferpool.protocol import ResultRecord
 
 LATENCY_BUCKETS_S = (
     0.001,

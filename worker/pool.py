@@ -24,10 +24,9 @@ from typing import Any
 from inferpool.errors import BrokerUnavailable
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
+from inferpool.protocol import ResultKeys, now_ms
 from inferpool.settings import InferpoolSettings
-from producer.envelope import now_ms
 from producer.topics import ensure_topics
-from results.keys import ResultKeys
 from results.writer import ResultWriter
 from worker.answers import Answers
 from worker.batcher import Batch, Batcher

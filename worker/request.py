@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from inferpool.wire import Encoding
-from producer.envelope import RequestEnvelope
+from inferpool.protocol import RequestEnvelope
+from inferpool.protocol.wire import Encoding
 from worker.offsets import OffsetToken
 
 

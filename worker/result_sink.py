@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from inferpool.errors import ResultStoreUnavailable
 from inferpool.logs import get_logger
-from inferpool.wire import Encoding
-from results.record import ResultRecord
+from inferpool.protocol import ResultRecord
+from inferpool.protocol.wire import Encoding
 from results.writer import ResultWriter
 
 log = get_logger("worker.result_sink")

@@ -27,14 +27,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from inferpool.protocol import ResultKeys, decode_result
 from inferpool.settings import InferpoolSettings
 from ops.bench.cpu import process_cpu_s, thread_cpu_s
 from ops.bench.pool_workers import PoolWorkers
 from ops.bench.stats import mean_batch_size
 from producer.client import Producer, SubmitRequest
 from producer.topics import ensure_topics
-from results.keys import ResultKeys
-from results.reader import decode_result
 from results.writer import open_redis
 
 PUBLISH_CHUNK = 5000

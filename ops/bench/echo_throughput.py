@@ -20,10 +20,10 @@ from pathlib import Path
 
 from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis
 from inferpool.logs import configure_logging
+from inferpool.protocol import ResultKeys
 from inferpool.settings import InferpoolSettings, settings_environment
 from producer.client import Producer, SubmitRequest
 from producer.topics import ensure_topics
-from results.keys import ResultKeys
 from results.reader import ResultReader
 
 

@@ -14,13 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from inferpool.protocol import ResultKeys, decode_result, new_request_id
 from inferpool.settings import InferpoolSettings
 from ops.bench.stats import Completion
 from ops.bench.target import WatchedTarget
 from producer.client import Producer, SubmitRequest
-from producer.envelope import new_request_id
-from results.keys import ResultKeys
-from results.reader import decode_result
 from results.writer import open_redis
 
 SWEEP_AFTER_S = 2.0

@@ -14,10 +14,9 @@ from invariants import FirstSeen, check_invariant
 from pool_helpers import committed_total
 
 from inferpool.embedded import EmbeddedRedis
+from inferpool.protocol import ResultStatus, now_ms
 from inferpool.settings import InferpoolSettings
 from producer.client import Producer
-from producer.envelope import now_ms
-from results.record import ResultStatus
 
 pytestmark = pytest.mark.slow
 

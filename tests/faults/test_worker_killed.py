@@ -13,9 +13,9 @@ from pool_helpers import committed_total, wait_until_committed
 from redis.asyncio import Redis
 from testing_models import GATE_ENV
 
+from inferpool.protocol import ResultKeys
 from inferpool.settings import InferpoolSettings
 from producer.client import Producer
-from results.keys import ResultKeys
 
 pytestmark = pytest.mark.slow
 

@@ -29,9 +29,8 @@ from typing import Any, Self
 import redis.asyncio
 import redis.exceptions
 
+from inferpool.protocol import ResultKeys, ResultRecord, ResultStatus
 from inferpool.settings import InferpoolSettings
-from results.keys import ResultKeys
-from results.record import ResultRecord, ResultStatus
 
 POLL_INTERVAL_S = 0.05
 GET_CHUNK = 500

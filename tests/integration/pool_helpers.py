@@ -16,10 +16,9 @@ import testing_models
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from inferpool.protocol import ResultKeys, ResultRecord
 from inferpool.settings import InferpoolSettings, settings_environment
-from results.keys import ResultKeys
 from results.reader import ResultReader
-from results.record import ResultRecord
 from worker.models.base import Model
 from worker.models.registry import ModelRegistry
 from worker.pool import Worker

@@ -12,10 +12,10 @@ import testing_models
 from aiokafka import AIOKafkaProducer
 from pool_helpers import collect, read_topic, running_worker, wait_until_committed
 
+from inferpool.protocol import ResultStatus
+from inferpool.protocol.headers import ERROR_CODE_HEADER, SOURCE_OFFSET_HEADER
+from inferpool.protocol.wire import WireTensor, pack_msgpack
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import WireTensor, pack_msgpack
-from results.record import ResultStatus
-from worker.dead_letter import ERROR_CODE_HEADER, SOURCE_OFFSET_HEADER
 
 MAX_REQUEST_BYTES = 4096
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from pool_helpers import collect, running_worker
 
+from inferpool.protocol import ResultStatus
+from inferpool.protocol.wire import WireTensor
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import WireTensor
 from producer.client import Producer, SubmitRequest
-from results.record import ResultStatus
 from worker.models import minilm
 from worker.models.calibration import sentences
 from worker.models.text_embedding import TextEmbeddingModel

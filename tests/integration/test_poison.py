@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from pool_helpers import WorkerProcess, collect, read_calls, read_topic
 
+from inferpool.protocol import ResultKeys, ResultStatus
+from inferpool.protocol.headers import ERROR_CODE_HEADER
 from inferpool.settings import InferpoolSettings
 from producer.client import Producer, SubmitRequest
-from results.keys import ResultKeys
 from results.reader import ResultReader
-from results.record import ResultStatus
-from worker.dead_letter import ERROR_CODE_HEADER
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,9 @@ from inferpool.errors import (
     LifecycleError,
     PayloadTooLarge,
 )
+from inferpool.protocol import REQUEST_ID_PATTERN, now_ms
+from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding, WireTensor
 from producer import (
     Producer,
     RequestEnvelope,
@@ -33,7 +34,6 @@ from producer import (
     ensure_topics,
     new_request_id,
 )
-from producer.envelope import REQUEST_ID_PATTERN, now_ms
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 CONSUME_TIMEOUT_S = 20

@@ -10,11 +10,10 @@ import redis
 import redis.asyncio
 
 from inferpool.embedded import EmbeddedRedis
+from inferpool.protocol import ResultKeys, ResultRecord, ResultStatus
+from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
-from inferpool.wire import Encoding
-from results.keys import ResultKeys
 from results.reader import RequestState, ResultReader
-from results.record import ResultRecord, ResultStatus
 from results.writer import ResultWriter
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 from inferpool.embedded import EmbeddedRedis, free_port
 from inferpool.errors import ConfigurationError, ResultStoreUnavailable, ResultTimeout
+from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings, RedisSettings
-from inferpool.wire import Encoding, WireTensor
 from results import (
     ErrorInfo,
     RequestState,

@@ -6,11 +6,10 @@ from __future__ import annotations
 import testing_models
 from pool_helpers import collect, running_worker, wait_until_committed
 
+from inferpool.protocol import ResultStatus, now_ms
+from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings
-from inferpool.wire import Encoding, WireTensor
 from producer.client import Producer, SubmitRequest
-from producer.envelope import now_ms
-from results.record import ResultStatus
 
 
 async def test_echo_answers_every_request_with_its_inputs(settings: InferpoolSettings) -> None:

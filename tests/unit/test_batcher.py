@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inferpool.wire import Encoding
-from producer.envelope import RequestEnvelope
+from inferpool.protocol import RequestEnvelope
+from inferpool.protocol.wire import Encoding
 from worker.batcher import Batcher, BatchLimits, CloseReason
 from worker.offsets import OffsetToken, TopicPartition
 from worker.request import PendingRequest

@@ -18,13 +18,13 @@ from inferpool.errors import (
     RequestError,
     UnsupportedVersion,
 )
-from inferpool.wire import Encoding, WireTensor, pack
-from producer.envelope import (
+from inferpool.protocol import (
     FORMAT_VERSION,
     REQUEST_ID_PATTERN,
     RequestEnvelope,
     new_request_id,
 )
+from inferpool.protocol.wire import Encoding, WireTensor, pack
 
 ENCODINGS = list(Encoding)
 ENCODING_IDS = [encoding.name for encoding in ENCODINGS]

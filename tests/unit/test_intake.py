@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kafka_stubs import Record
 
 from inferpool.errors import RequestError
-from inferpool.wire import pack_msgpack
+from inferpool.protocol.wire import pack_msgpack
 from worker.intake import Intake, Rejection
 from worker.models.echo import EchoModel
 from worker.models.registry import ModelRegistry, load_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inferpool.errors import ConfigurationError, InvalidInput
-from inferpool.wire import WireTensor
+from inferpool.protocol.wire import WireTensor
 from worker.batcher import BatchLimits
 from worker.models.config import ModelConfig, model_configs, read_models_file
 from worker.models.precision import Precision

@@ -8,9 +8,9 @@ import msgpack
 import pytest
 
 from inferpool.errors import MalformedRequest
-from inferpool.wire import Encoding, WireTensor
+from inferpool.protocol import decode_result
+from inferpool.protocol.wire import Encoding, WireTensor
 from results import ErrorInfo, RequestState, ResultRecord, ResultStatus, Timings, cli
-from results.reader import decode_result
 
 RECORD = ResultRecord(
     id="r1", status=ResultStatus.OK,

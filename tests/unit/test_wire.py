@@ -1,4 +1,4 @@
-"""inferpool.wire: msgpack and JSON values, tensors in both, and the errors for bad bytes."""
+"""inferpool.protocol.wire: msgpack and JSON values, tensors in both, errors for bad bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inferpool.errors import InvalidInput, MalformedRequest
-from inferpool.wire import (
+from inferpool.protocol.wire import (
     DTYPE_SIZES,
     MAX_TENSOR_DIMS,
     TENSOR_EXT_TYPE,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from inferpool.errors import ConfigurationError, InvalidInput
-from inferpool.wire import WireTensor
+from inferpool.protocol.wire import WireTensor
 from worker.models.base import ListModel
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from inferpool.errors import ConfigurationError, InvalidInput
 from inferpool.logs import get_logger
-from inferpool.wire import WireTensor
+from inferpool.protocol.wire import WireTensor
 from worker.models.base import ListModel
 from worker.models.calibration import (
     CALIBRATION_SEED,

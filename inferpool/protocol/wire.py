@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from inferpool.errors import InvalidInput, MalformedRequest
+from inferpool.protocol.headers import CONTENT_TYPE_HEADER
 
 if TYPE_CHECKING:
     import torch
 
 TENSOR_EXT_TYPE = 1
-CONTENT_TYPE_HEADER = "content-type"
 MAX_TENSOR_DIMS = 8
 
 #: dtype name -> element size in bytes. The names are numpy's / torch's.

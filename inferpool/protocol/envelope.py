@@ -6,44 +6,17 @@ Record key: the request id (UTF-8). Record value: a msgpack (or JSON) map. Heade
 
 from __future__ import annotations
 
-import re
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferpool.errors import InvalidRequest, MalformedRequest, UnsupportedVersion
-from inferpool.wire import CONTENT_TYPE_HEADER, Encoding, pack, unpack
+from inferpool.protocol.fields import MAX_EPOCH_MS, check_model_name, check_request_id
+from inferpool.protocol.headers import CONTENT_TYPE_HEADER
+from inferpool.protocol.wire import Encoding, pack, unpack
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-MAX_EPOCH_MS = 2**53  # exactly representable as a float, as JSON readers need
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,64}")
-
-
-def new_request_id() -> str:
-    """A fresh, unique request id (32 hex characters)."""
-    return uuid.uuid4().hex
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def check_request_id(request_id: object) -> str:
-    if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.fullmatch(request_id):
-        raise InvalidRequest(
-            "request id must be 1-128 characters of letters, digits and . _ : -"
-        )
-    return request_id
-
-
-def check_model_name(model: object) -> str:
-    if not isinstance(model, str) or not MODEL_NAME_PATTERN.fullmatch(model):
-        raise InvalidRequest("model must be 1-64 characters of letters, digits and . _ -")
-    return model
 
 
 def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:

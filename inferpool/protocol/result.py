@@ -7,11 +7,12 @@ by the first byte (``{`` is JSON). See docs/protocol.md.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from inferpool.errors import MalformedRequest
-from inferpool.wire import Encoding, WireTensor, pack, unpack
+from inferpool.errors import InferpoolError, MalformedRequest
+from inferpool.protocol.wire import Encoding, pack, pack_json, unpack
 
 RESULT_FORMAT_VERSION = 1
 
@@ -113,11 +114,17 @@ class ResultRecord:
 
     def to_json_ready(self) -> dict[str, Any]:
         """A dict that ``json.dumps`` accepts (tensors as {"$tensor": ...}), for printing."""
-        import json
-
-        from inferpool.wire import pack_json
-
         return dict(json.loads(pack_json(self.to_wire())))
 
 
-__all__ = ["ErrorInfo", "ResultRecord", "ResultStatus", "Timings", "WireTensor"]
+def decode_result(request_id: str, raw: bytes) -> ResultRecord:
+    """The stored result of ``request_id``; a value that is not a result is MalformedRequest."""
+    try:
+        return ResultRecord.decode(raw)
+    except InferpoolError:
+        raise
+    except (KeyError, TypeError, ValueError) as error:
+        raise MalformedRequest(
+            f"the stored result of request {request_id!r} is not a valid result record "
+            f"({type(error).__name__}: {error})"
+        ) from None
