@@ -56,8 +56,8 @@ from inferpool.settings import (  # noqa: E402
     RedisSettings,
     settings_environment,
 )
+from inferpool.topics import ensure_topics  # noqa: E402
 from producer.client import Producer, SubmitRequest  # noqa: E402
-from producer.topics import ensure_topics  # noqa: E402
 
 MAX_MINUTES = 24 * 60
 MAX_RATE = 2000.0

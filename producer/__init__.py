@@ -4,9 +4,9 @@ The wire format is in docs/protocol.md; this package imports only the inferpool 
 """
 
 from inferpool.protocol import RequestEnvelope, new_request_id
+from inferpool.topics import ensure_topics
 from producer.client import Producer, SubmitRequest
 from producer.sync import SyncProducer
-from producer.topics import ensure_topics
 
 __all__ = [
     "Producer",

@@ -26,7 +26,7 @@ from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultKeys, now_ms
 from inferpool.settings import InferpoolSettings
-from producer.topics import ensure_topics
+from inferpool.topics import ensure_topics
 from results.writer import ResultWriter
 from worker.answers import Answers
 from worker.batcher import Batch, Batcher

@@ -29,11 +29,11 @@ from aiokafka.structs import TopicPartition
 
 from inferpool.protocol import ResultKeys, decode_result
 from inferpool.settings import InferpoolSettings
+from inferpool.topics import ensure_topics
 from ops.bench.cpu import process_cpu_s, thread_cpu_s
 from ops.bench.pool_workers import PoolWorkers
 from ops.bench.stats import mean_batch_size
 from producer.client import Producer, SubmitRequest
-from producer.topics import ensure_topics
 from results.writer import open_redis
 
 PUBLISH_CHUNK = 5000
@@ -194,7 +194,7 @@ def profiled_worker(path: Path) -> int:
     """``inferpool worker``, its event-loop thread profiled on that thread's CPU clock."""
     import cProfile
 
-    from inferpool.cli import main as inferpool_main
+    from inferpool_app.cli import main as inferpool_main
 
     profiler = cProfile.Profile(time.thread_time)
     profiler.enable()

@@ -22,8 +22,8 @@ from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRe
 from inferpool.logs import configure_logging
 from inferpool.protocol import ResultKeys
 from inferpool.settings import InferpoolSettings, settings_environment
+from inferpool.topics import ensure_topics
 from producer.client import Producer, SubmitRequest
-from producer.topics import ensure_topics
 from results.reader import ResultReader
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.settings import InferpoolSettings, KafkaSettings, RedisSettings
+from inferpool.topics import ensure_topics
 from ops.bench import echo
 from ops.bench.cpu import CpuMeter, own_cpu_s, process_cpu_s, thread_cpu_s, tree_cpu_s
 from ops.bench.limit import LimitResult, LimitRunner, bench_texts
@@ -30,7 +31,6 @@ from ops.bench.pool_client import PoolTarget
 from ops.bench.pool_workers import PoolWorkers, write_models_file
 from ops.bench.stats import LOOP_THREADS, LoadPoint
 from ops.bench.verdicts import ECHO_TARGET_RPS
-from producer.topics import ensure_topics
 
 #: Celery open loops run only at rates it can serve; above this share of its saturation
 #: its queue grows for as long as the run lasts, and a percentile means nothing.

@@ -13,8 +13,8 @@ from invariants import FirstSeen, check_invariant
 from inferpool.embedded import EmbeddedBroker
 from inferpool.errors import BrokerUnavailable
 from inferpool.settings import InferpoolSettings
+from inferpool.topics import GRACE_S
 from producer.client import Producer
-from producer.topics import GRACE_S
 
 pytestmark = pytest.mark.slow
 

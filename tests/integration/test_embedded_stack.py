@@ -39,15 +39,29 @@ def ports_in(output: str) -> list[int]:
     return [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", output)]
 
 
-def test_up_runs_a_demo_and_leaves_nothing_behind() -> None:
-    done = subprocess.run(
+@pytest.fixture(scope="module")
+def demo_run() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "inferpool", "up", "--workers", "1", "--demo", "200"],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def test_up_runs_a_demo_and_leaves_nothing_behind(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    done = demo_run
     assert done.returncode == 0, done.stderr[-2000:]
     assert "answered 200" in done.stdout and "statuses {'ok': 200}" in done.stdout
     ports = ports_in(done.stdout)
     assert len(ports) >= 2 and not any(port_is_taken(port) for port in ports)
+
+
+def test_the_demo_screen_holds_no_log_events(demo_run: subprocess.CompletedProcess[str]) -> None:
+    assert demo_run.returncode == 0, demo_run.stderr[-2000:]
+    screen = demo_run.stdout.splitlines() + demo_run.stderr.splitlines()
+    assert "answered 200" in demo_run.stdout
+    assert not [line for line in screen if line.lstrip().startswith("{")], screen
 
 
 def test_ctrl_c_stops_everything_in_order() -> None:

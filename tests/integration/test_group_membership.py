@@ -8,7 +8,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 
 from inferpool.settings import InferpoolSettings
-from producer.topics import ensure_topics
+from inferpool.topics import ensure_topics
 from worker.consumer import RequestConsumer
 from worker.offsets import TopicPartition
 

@@ -19,8 +19,8 @@ from services import running
 from inferpool.embedded import EmbeddedBroker
 from inferpool.errors import BrokerUnavailable, ConfigurationError
 from inferpool.settings import InferpoolSettings, KafkaSettings
+from inferpool.topics import ensure_topics
 from producer.client import Producer
-from producer.topics import ensure_topics
 from worker.consumer import RequestConsumer
 from worker.dead_letter import DeadLetterSink
 

@@ -25,12 +25,12 @@ from inferpool.errors import (
 from inferpool.protocol import REQUEST_ID_PATTERN, now_ms
 from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings
+from inferpool_app import submit_command as cli
 from producer import (
     Producer,
     RequestEnvelope,
     SubmitRequest,
     SyncProducer,
-    cli,
     ensure_topics,
     new_request_id,
 )

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
-from structlog.testing import capture_logs
 
 from inferpool.embedded import EmbeddedRedis, free_port
 from inferpool.errors import ConfigurationError, ResultStoreUnavailable, ResultTimeout
+from inferpool.logs import capture_events
 from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings, RedisSettings
+from inferpool_app import result_command as cli
 from results import (
     ErrorInfo,
     RequestState,
@@ -28,7 +29,6 @@ from results import (
     ResultWriter,
     SyncResultReader,
     Timings,
-    cli,
 )
 
 TTL_S = 60
@@ -274,7 +274,7 @@ async def test_wait_survives_a_redis_restart(keys: ResultKeys) -> None:
     second = EmbeddedRedis(port=first.port)
     settings = RedisSettings(url=first.url)
     try:
-        with capture_logs() as logs:
+        with capture_events() as logs:
             async with ResultReader(settings, keys, poll_interval_s=SLOW_POLL_S) as reader:
                 waiting = asyncio.create_task(reader.wait("restart", timeout_s=5))
                 async with Redis.from_url(first.url) as admin:
@@ -372,7 +372,7 @@ async def test_cli_prints_a_found_result(
     writer: ResultWriter, settings: InferpoolSettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await writer.write([(ok_record("c1"), Encoding.MSGPACK)])
-    capsys.readouterr()  # unconfigured structlog prints to stdout
+    capsys.readouterr()
     args = argparse.Namespace(id="c1", wait=None)
     assert await asyncio.to_thread(cli.run, args, settings) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -386,7 +386,7 @@ async def test_cli_unknown_pending_and_timeout(
     assert await asyncio.to_thread(cli.run, argparse.Namespace(id="c2", wait=None), settings) == 2
     assert json.loads(capsys.readouterr().out) == {"id": "c2", "status": "unknown"}
     await writer.mark_accepted(["c2"])
-    capsys.readouterr()  # unconfigured structlog prints to stdout
+    capsys.readouterr()
     assert await asyncio.to_thread(cli.run, argparse.Namespace(id="c2", wait=None), settings) == 2
     assert json.loads(capsys.readouterr().out) == {"id": "c2", "status": "pending"}
     assert await asyncio.to_thread(cli.run, argparse.Namespace(id="c2", wait=0.1), settings) == 3

@@ -10,7 +10,8 @@ import pytest
 from inferpool.errors import MalformedRequest
 from inferpool.protocol import decode_result
 from inferpool.protocol.wire import Encoding, WireTensor
-from results import ErrorInfo, RequestState, ResultRecord, ResultStatus, Timings, cli
+from inferpool_app import result_command as cli
+from results import ErrorInfo, RequestState, ResultRecord, ResultStatus, Timings
 
 RECORD = ResultRecord(
     id="r1", status=ResultStatus.OK,

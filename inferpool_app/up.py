@@ -11,27 +11,19 @@ import asyncio
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from inferpool.embedded import TANSU_CLIENT_SETTINGS, EmbeddedBroker, EmbeddedRedis
 from inferpool.errors import InferpoolError
-from inferpool.protocol.wire import WireTensor
+from inferpool.logs import configure_logging
 from inferpool.settings import InferpoolSettings, settings_environment
-
-DEMO_SENTENCES = [
-    "The quick brown fox jumps over the lazy dog",
-    "Kafka keeps the requests, Redis keeps the answers",
-    "Micro-batching trades a few milliseconds for throughput",
-    "Every request ends with exactly one result",
-]
+from inferpool_app.demo import demo
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +54,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
+    logdir = Path(tempfile.mkdtemp(prefix="inferpool-up-"))
+    with (logdir / "up.log").open("a", encoding="utf-8") as own_log:
+        # the screen is for what a person reads; this process's events go to its log file
+        configure_logging(settings.log_level, "json", stream=own_log)
+        return _run(args, settings, logdir)
+
+
+def _run(args: argparse.Namespace, settings: InferpoolSettings, logdir: Path) -> int:
     with EmbeddedBroker(args.broker_port) as broker, EmbeddedRedis(args.redis_port) as redis:
         settings = settings.model_copy(
             update={
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
         )
         print(f"broker  {broker.bootstrap_servers}  (Tansu, memory storage; log {broker.log_path})")
         print(f"redis   {redis.url}  (log {redis.log_path})")
-        with _workers(settings, args.workers) as (logs, pids):
-            print(f"workers {args.workers}  (pids {', '.join(map(str, pids))}; logs {logs})")
+        with _workers(settings, args.workers, logdir) as (logs, pids):
+            print(f"workers {args.workers}  (pids {', '.join(map(str, pids))}; logs {logs}: up.log, worker-N.log)")
             print(
                 f"\nexport INFERPOOL_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} "
                 f"INFERPOOL_REDIS_URL={redis.url}\n"
@@ -95,8 +95,9 @@ def run(args: argparse.Namespace, settings: InferpoolSettings) -> int:
 
 
 @contextlib.contextmanager
-def _workers(settings: InferpoolSettings, count: int) -> Iterator[tuple[Path, list[int]]]:
-    logdir = Path(tempfile.mkdtemp(prefix="inferpool-workers-"))
+def _workers(
+    settings: InferpoolSettings, count: int, logdir: Path
+) -> Iterator[tuple[Path, list[int]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPOOL_")}
     env.update(_environment(settings, count))
     processes: list[subprocess.Popen[bytes]] = []
@@ -165,72 +166,3 @@ def _environment(settings: InferpoolSettings, count: int) -> dict[str, str]:
         }
     )
     return settings_environment(worker)
-
-
-async def demo(settings: InferpoolSettings, count: int) -> None:
-    from inferpool.protocol import ResultKeys
-    from producer.client import Producer, SubmitRequest
-    from results.reader import ResultReader
-
-    model = settings.models[0].partition("=")[0]
-    inputs = [f"{DEMO_SENTENCES[i % len(DEMO_SENTENCES)]} (#{i})" for i in range(count)]
-    print(f"demo: {count} requests for model {model!r}")
-    async with (
-        Producer(settings) as producer,
-        ResultReader(
-            settings.redis, ResultKeys(settings.result_key_prefix), poll_interval_s=0.5
-        ) as reader,
-    ):
-        started = time.perf_counter()
-        ids = await producer.submit_many(SubmitRequest(model, text) for text in inputs)
-        submitted = time.perf_counter() - started
-        print(f"submitted {count} in {submitted:.2f}s")
-        records = []
-        async for record in reader.wait_many(ids, timeout_s=120):
-            records.append(record)
-            if len(records) <= 3:
-                print(
-                    f"  result {record.id}: status={record.status.value} "
-                    f"outputs={_short(record.outputs)} batch={record.batch_size}"
-                )
-            if len(records) % max(1, count // 5) == 0:
-                print(f"  {_progress(records, count, time.perf_counter() - started)}", flush=True)
-        elapsed = time.perf_counter() - started
-    _summary(records, elapsed)
-
-
-def _progress(records: list[Any], count: int, elapsed: float) -> str:
-    """One live line: answered so far, throughput, latency quantiles, mean batch size."""
-    latencies = sorted(r.timings.end_to_end_ms for r in records)
-    p50, p99 = (
-        latencies[len(latencies) // 2],
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-    )
-    batch = statistics.mean(r.batch_size or 1 for r in records)
-    return (
-        f"{len(records)}/{count} answered  {len(records) / elapsed:,.0f} req/s  "
-        f"p50 {p50:.0f} ms  p99 {p99:.0f} ms  mean batch {batch:.1f}"
-    )
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, WireTensor):
-        head = ", ".join(f"{x:.3f}" for x in value.to_torch().flatten()[:4].tolist())
-        return f"{value.dtype}{list(value.shape)} [{head}, ...]"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _summary(records: list[Any], elapsed: float) -> None:
-    latencies = sorted(r.timings.end_to_end_ms for r in records)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    statuses = Counter(r.status.value for r in records)
-    sizes = [r.batch_size for r in records if r.batch_size]
-    print(f"\nanswered {len(records)} in {elapsed:.2f}s = {len(records) / elapsed:,.0f} requests/s")
-    print(f"statuses {dict(statuses)}; workers {len({r.worker for r in records})}")
-    print(
-        f"end-to-end latency ms: p50 {quantiles[49]:.1f}  p95 {quantiles[94]:.1f}  "
-        f"p99 {quantiles[98]:.1f}"
-    )
-    if sizes:
-        print(f"batch size: mean {statistics.mean(sizes):.1f}, max {max(sizes)}")

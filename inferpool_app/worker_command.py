@@ -12,7 +12,7 @@ from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
 from worker.pool import Worker
 
-log = get_logger("worker.cli")
+log = get_logger("app.worker")
 
 HARD_EXIT_CODE = 130
 

@@ -14,7 +14,7 @@ from inferpool.kafka_connect import GRACE_S, broker_unavailable, start_client
 from inferpool.logs import get_logger
 from inferpool.settings import KafkaSettings
 
-log = get_logger("producer")
+log = get_logger("topics")
 
 
 async def ensure_topics(
@@ -37,7 +37,7 @@ async def ensure_topics(
     finally:
         await admin.close()
     created = [_check_created(kafka, entry) for entry in response.topic_errors]
-    log.info("producer.topics_ensured", topics=names, created=[name for name in created if name])
+    log.info("topics.ensured", topics=names, created=[name for name in created if name])
 
 
 def _check_created(kafka: KafkaSettings, entry: tuple[Any, ...]) -> str | None:

@@ -1,7 +1,7 @@
 """The ``inferpool`` console command: ``worker``, ``submit``, ``result``, ``up``.
 
-This module is the top of the dependency graph: it imports the subcommands of the three
-packages. Settings are read once here and passed to the subcommand.
+Settings are read once here and passed to the subcommand; logging output is configured
+here (JSON or console lines on stderr; ``up`` sends them to its log directory instead).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from inferpool.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import producer.cli
-    import results.cli
-    import worker.cli
-    from inferpool import up
+    from inferpool_app import result_command, submit_command, up, worker_command
 
     parser = argparse.ArgumentParser(
         prog="inferpool",
@@ -27,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables or .env; see README.md.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker.cli.register(subparsers)
-    producer.cli.register(subparsers)
-    results.cli.register(subparsers)
+    worker_command.register(subparsers)
+    submit_command.register(subparsers)
+    result_command.register(subparsers)
     up.register(subparsers)
     return parser
 
