@@ -75,7 +75,8 @@ def _run(args: argparse.Namespace, settings: InferpoolSettings, logdir: Path) ->
         print(f"broker  {broker.bootstrap_servers}  (Tansu, memory storage; log {broker.log_path})")
         print(f"redis   {redis.url}  (log {redis.log_path})")
         with _workers(settings, args.workers, logdir) as (logs, pids):
-            print(f"workers {args.workers}  (pids {', '.join(map(str, pids))}; logs {logs}: up.log, worker-N.log)")
+            pid_list = ", ".join(map(str, pids))
+            print(f"workers {args.workers}  (pids {pid_list}; logs {logs}: up.log, worker-N.log)")
             print(
                 f"\nexport INFERPOOL_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} "
                 f"INFERPOOL_REDIS_URL={redis.url}\n"
