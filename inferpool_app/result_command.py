@@ -15,7 +15,8 @@ from typing import Any
 from inferpool.errors import ResultStoreUnavailable, ResultTimeout
 from inferpool.protocol import ResultKeys
 from inferpool.settings import InferpoolSettings
-from results.reader import Lookup, SyncResultReader
+from results.reader import SyncResultReader
+from results.store import Lookup
 
 EXIT_FOUND = 0
 EXIT_UNAVAILABLE = 1

@@ -25,6 +25,7 @@ from inferpool.protocol.result import (
     ResultStatus,
     Timings,
     decode_result,
+    encode_or_explain,
 )
 from inferpool.protocol.wire import Encoding, WireTensor
 
@@ -46,6 +47,7 @@ __all__ = [
     "check_model_name",
     "check_request_id",
     "decode_result",
+    "encode_or_explain",
     "id_from_key",
     "new_request_id",
     "now_ms",

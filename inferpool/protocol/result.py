@@ -6,12 +6,13 @@ by the first byte (``{`` is JSON). See docs/protocol.md.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from inferpool.errors import InferpoolError, MalformedRequest
+from inferpool.errors import InferpoolError, InvalidOutput, MalformedRequest
 from inferpool.protocol.wire import Encoding, pack, pack_json, unpack
 
 RESULT_FORMAT_VERSION = 1
@@ -128,3 +129,20 @@ def decode_result(request_id: str, raw: bytes) -> ResultRecord:
             f"the stored result of request {request_id!r} is not a valid result record "
             f"({type(error).__name__}: {error})"
         ) from None
+
+
+def encode_or_explain(record: ResultRecord, encoding: Encoding) -> bytes:
+    """The record's bytes; an output that cannot be encoded becomes an error result instead,
+    so one bad output never blocks the batch it came in."""
+    try:
+        return record.encode(encoding)
+    except (TypeError, ValueError, OverflowError) as error:
+        problem = InvalidOutput(
+            f"the model's output cannot be encoded as {encoding.name.lower()}: {error}"
+        )
+        return dataclasses.replace(
+            record,
+            status=ResultStatus.ERROR,
+            outputs=None,
+            error=ErrorInfo(problem.code, str(problem)),
+        ).encode(encoding)

@@ -34,7 +34,7 @@ from ops.bench.cpu import process_cpu_s, thread_cpu_s
 from ops.bench.pool_workers import PoolWorkers
 from ops.bench.stats import mean_batch_size
 from producer.client import Producer, SubmitRequest
-from results.writer import open_redis
+from results.redis_client import open_redis
 
 PUBLISH_CHUNK = 5000
 READ_CHUNK = 2000

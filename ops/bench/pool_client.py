@@ -19,7 +19,7 @@ from inferpool.settings import InferpoolSettings
 from ops.bench.stats import Completion
 from ops.bench.target import WatchedTarget
 from producer.client import Producer, SubmitRequest
-from results.writer import open_redis
+from results.redis_client import open_redis
 
 SWEEP_AFTER_S = 2.0
 SWEEP_EVERY_S = 1.0

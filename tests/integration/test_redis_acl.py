@@ -13,7 +13,8 @@ from inferpool.embedded import EmbeddedRedis
 from inferpool.protocol import ResultKeys, ResultRecord, ResultStatus
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
-from results.reader import RequestState, ResultReader
+from results.reader import ResultReader
+from results.store import RequestState
 from results.writer import ResultWriter
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

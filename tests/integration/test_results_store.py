@@ -196,7 +196,7 @@ async def test_wait_many_yields_each_result_once(
     writer: ResultWriter, reader: ResultReader, admin: Redis, keys: ResultKeys,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("results.reader.SUBSCRIBE_CHUNK", 64)  # several SUBSCRIBE commands
+    monkeypatch.setattr("results.waiting.SUBSCRIBE_CHUNK", 64)  # several SUBSCRIBE commands
     ids = [f"m{index}" for index in range(200)]
     await writer.write([(ok_record(rid), Encoding.MSGPACK) for rid in ids[:20]])
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from kafka_stubs import Record
 
 from inferpool.errors import RequestError
+from inferpool.protocol import encode_or_explain
 from inferpool.protocol.wire import DTYPE_SIZES, TENSOR_EXT_TYPE, Encoding, pack_msgpack
-from results.writer import encode_or_explain
 from worker.answers import Answers
 from worker.intake import Intake, Rejection
 from worker.models.echo import EchoModel

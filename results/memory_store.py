@@ -1,0 +1,93 @@
+"""InMemoryResultStore: the ResultStore's semantics in one process's memory.
+
+For unit tests of the worker's stages and of clients: results are kept encoded, exactly as
+a Redis backend stores them (so an output that cannot be encoded becomes the same
+``invalid_output`` error), the first write wins, and waiters are woken by every write.
+Keys do not expire. Setting ``unavailable`` makes every call raise
+``ResultStoreUnavailable``, as a Redis outage does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncGenerator, Iterable, Sequence
+
+from inferpool.errors import ResultStoreUnavailable, ResultTimeout
+from inferpool.protocol import ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol.wire import Encoding
+from results.store import Lookup, ResultStore, lookup_of, missing_ids
+
+
+class InMemoryResultStore(ResultStore):
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}  # request id -> the encoded result
+        self.accepted: set[str] = set()
+        self.attempts: Counter[str] = Counter()
+        self.writes = 0  # calls of write(), for tests
+        self.unavailable = False
+        self._written = asyncio.Condition()
+
+    def _check(self, action: str) -> None:
+        if self.unavailable:
+            raise ResultStoreUnavailable(f"result store (in memory) unavailable during {action}")
+
+    def record(self, request_id: str) -> ResultRecord | None:
+        """The stored result of ``request_id``, decoded (None if it has none)."""
+        raw = self.values.get(request_id)
+        return decode_result(request_id, raw) if raw is not None else None
+
+    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+        self._require_started()
+        self._check("result write")
+        self.writes += 1
+        new = 0
+        for record, encoding in results:
+            if record.id not in self.values:
+                self.values[record.id] = encode_or_explain(record, encoding)
+                new += 1
+            self.attempts.pop(record.id, None)
+        async with self._written:
+            self._written.notify_all()
+        return new
+
+    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+        self._require_started()
+        self._check("accepted marker write")
+        self.accepted.update(request_ids)
+
+    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+        self._require_started()
+        self._check("attempt count")
+        for request_id in request_ids:
+            self.attempts[request_id] += delta
+        return [self.attempts[request_id] for request_id in request_ids]
+
+    async def get(self, request_id: str) -> Lookup:
+        self._require_started()
+        self._check("result lookup")
+        return lookup_of(self.record(request_id), request_id in self.accepted)
+
+    async def wait_many(
+        self, request_ids: Iterable[str], timeout_s: float
+    ) -> AsyncGenerator[ResultRecord, None]:
+        self._require_started()
+        remaining = dict.fromkeys(request_ids)
+        total = len(remaining)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while remaining:
+            for request_id in [rid for rid in remaining if rid in self.values]:
+                del remaining[request_id]
+                record = self.record(request_id)
+                assert record is not None
+                yield record
+            if not remaining:
+                return
+            try:
+                async with asyncio.timeout_at(deadline), self._written:
+                    await self._written.wait()
+            except TimeoutError:
+                raise ResultTimeout(
+                    f"{len(remaining)} of {total} results did not arrive within "
+                    f"{timeout_s:g}s (e.g. {missing_ids(remaining)})"
+                ) from None

@@ -1,0 +1,65 @@
+"""The Redis client every Redis-backed store uses, and how its failures are reported.
+
+A lost, refused or timed-out connection becomes ``ResultStoreUnavailable`` (retriable), a
+refused login ``ConfigurationError``; neither message holds the URL or the password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from inferpool.errors import ConfigurationError, ResultStoreUnavailable
+from inferpool.settings import RedisSettings
+
+#: What a lost, refused or timed-out Redis connection raises.
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    # a full Redis under noeviction (raise maxmemory or lower INFERPOOL_RESULT_TTL_S), and a
+    # replica answering writes after a failover: both pass, so they are retried too
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+)
+
+
+def open_redis(settings: RedisSettings) -> Redis:
+    """A client for ``settings`` that does not retry on its own: our callers decide that.
+
+    Its one exception: a command sent on a pooled connection that Redis had closed is sent
+    again at once, on a new connection. redis-py >= 8 (RESP3) no longer checks a pooled
+    connection before use, so without this every idle connection fails one command after
+    a Redis restart. A timeout is never retried.
+    """
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+    options: dict[str, Any] = {"retry": retry, **settings.client_options()}
+    return Redis.from_url(settings.url, **options)
+
+
+def credentials_refused(action: str) -> ConfigurationError:
+    """Redis said no to our user/password: retrying will not help, the settings must change."""
+    return ConfigurationError(
+        f"Redis refused our credentials during {action}; check the user and password in "
+        "INFERPOOL_REDIS_URL (or INFERPOOL_REDIS_USERNAME / INFERPOOL_REDIS_PASSWORD)"
+    )
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Raise a lost connection as ResultStoreUnavailable, without the URL or password."""
+    try:
+        yield
+    except redis.exceptions.AuthenticationError:
+        raise credentials_refused(action) from None
+    except STORE_ERRORS as error:
+        raise ResultStoreUnavailable(
+            f"result store (Redis) unavailable during {action}: {type(error).__name__}; "
+            "check that Redis is up and INFERPOOL_REDIS_URL points at it, then retry"
+        ) from error

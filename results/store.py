@@ -1,0 +1,103 @@
+"""ResultStore: where every request's one answer lives, whatever the backend.
+
+The worker's side writes results (first write wins, with a TTL, waiters told), marks
+requests as accepted (so a reader sees them as pending) and counts attempts (poison
+detection). The client's side looks a request up, or waits for results as they are
+written. ``RedisResultStore`` is the production backend; ``InMemoryResultStore`` has the
+same semantics and serves unit tests of the worker's stages.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import dataclass
+
+from inferpool.errors import ResultTimeout
+from inferpool.lifecycle import Service
+from inferpool.protocol import ResultRecord
+from inferpool.protocol.wire import Encoding
+
+#: How many of the missing ids a timeout message names.
+TIMEOUT_EXAMPLES = 5
+
+
+class RequestState(enum.StrEnum):
+    """Where a request stands: its result's status, or pending (a worker has it) / unknown."""
+
+    OK = "ok"
+    ERROR = "error"
+    EXPIRED = "expired"
+    PENDING = "pending"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the store knows about one request; ``record`` is set once there is a result."""
+
+    state: RequestState
+    record: ResultRecord | None
+
+
+def lookup_of(record: ResultRecord | None, accepted: bool) -> Lookup:
+    if record is not None:
+        return Lookup(RequestState(record.status.value), record)
+    return Lookup(RequestState.PENDING if accepted else RequestState.UNKNOWN, None)
+
+
+def missing_ids(missing: Iterable[str]) -> str:
+    """A few of the missing ids, for an error message."""
+    ordered = sorted(missing)
+    more = ", ..." if len(ordered) > TIMEOUT_EXAMPLES else ""
+    return ", ".join(ordered[:TIMEOUT_EXAMPLES]) + more
+
+
+class ResultStore(Service, abc.ABC):
+    """The interface; a backend implements the abstract methods (``wait`` comes free)."""
+
+    # --- the worker's side -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+        """Store each result unless its id has one already (the first write wins), with the
+        TTL; tell its waiters; forget its attempt count. Returns how many were new. Raises
+        ResultStoreUnavailable when the backend cannot be reached: retrying is safe."""
+
+    @abc.abstractmethod
+    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+        """Record that a worker has taken these requests: readers see them as pending."""
+
+    @abc.abstractmethod
+    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+        """Add ``delta`` attempts at running each request; each request's new count."""
+
+    # --- the client's side -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, request_id: str) -> Lookup:
+        """The request's result if it has one, else whether it is pending or unknown."""
+
+    @abc.abstractmethod
+    def wait_many(
+        self, request_ids: Iterable[str], timeout_s: float
+    ) -> AsyncGenerator[ResultRecord, None]:
+        """Yield each result as it arrives (any order, each id once), then raise
+        ResultTimeout if some did not arrive within ``timeout_s``. To stop early, wrap the
+        call in ``contextlib.aclosing`` so that what it holds is released at once."""
+
+    async def wait(self, request_id: str, timeout_s: float) -> ResultRecord:
+        """The request's result, waiting up to ``timeout_s``; else ResultTimeout."""
+        try:
+            async with contextlib.aclosing(self.wait_many([request_id], timeout_s)) as records:
+                async for record in records:
+                    return record
+        except ResultTimeout:
+            pass
+        raise ResultTimeout(
+            f"no result for request {request_id!r} within {timeout_s:g}s; it may still be "
+            "pending, or unknown (never submitted, or its result expired): look it up later "
+            f"with 'inferpool result {request_id}'"
+        )
