@@ -148,6 +148,8 @@ class InferpoolSettings(BaseSettings):
     max_batch_size: int = Field(default=32, gt=0)
     max_wait_ms: float = Field(default=10.0, ge=0)
     max_inflight_requests: int = Field(default=1024, gt=0)
+    # Bytes of fetched-but-unanswered request values a worker holds before it pauses fetching.
+    max_inflight_bytes: int = Field(default=268_435_456, gt=0)
     # A request whose runs ended its worker this many times goes to the dead-letter topic.
     max_attempts: int = Field(default=3, gt=0)
 

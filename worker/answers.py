@@ -1,4 +1,5 @@
-"""Answers: the ResultRecord each request ends with (ok, error or expired)."""
+"""Answers: the ResultRecord each request ends with (ok, error or expired), and the Answer
+that settles its Kafka record."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from typing import Any
 
 from inferpool.errors import InferpoolError
 from inferpool.protocol import ErrorInfo, ResultRecord, ResultStatus, Timings, now_ms
-from worker.intake import Rejection
 from worker.models.base import Model
-from worker.request import PendingRequest
+from worker.request import Answer, PendingRequest, Rejection
 
 
 def _end_to_end_ms(submitted_ms: int, finished_ms: int) -> float:
@@ -89,3 +89,25 @@ class Answers:
             finished_ms=now_ms(),
             trace=rejection.traceparent,
         )
+
+    # --- the Answers that settle records -------------------------------------------------
+
+    def settles_output(
+        self,
+        request: PendingRequest,
+        model: Model,
+        output: Any,
+        batch_size: int,
+        batch_started: float,
+        inference_s: float,
+    ) -> Answer:
+        record = self.for_output(request, model, output, batch_size, batch_started, inference_s)
+        return Answer(request.token, record, request.encoding)
+
+    def settles_expired(self, request: PendingRequest) -> Answer:
+        return Answer(request.token, self.expired(request), request.encoding)
+
+    def settles_rejected(self, rejection: Rejection) -> Answer:
+        """An error result under the record's id (when it has one) and a dead-letter copy."""
+        record = self.rejected(rejection) if rejection.request_id is not None else None
+        return Answer(rejection.token, record, rejection.encoding, rejection)

@@ -57,16 +57,12 @@ def _never_leave_group(consumer: AIOKafkaConsumer) -> None:
 
 
 class RequestConsumer(Service):
-    def __init__(
-        self,
-        settings: InferpoolSettings,
-        topics: list[str],
-        on_assigned: PartitionsCallback,
-        on_revoked: PartitionsCallback,
-    ) -> None:
+    """Started, it is connected; ``subscribe`` then joins the group (the rebalance callbacks
+    are usually built from things that need this consumer, hence the two steps)."""
+
+    def __init__(self, settings: InferpoolSettings, topics: list[str]) -> None:
         self._settings = settings
         self._topics = topics
-        self._listener = _Listener(on_assigned, on_revoked)
         self._consumer: AIOKafkaConsumer | None = None
         self._timeout_s = settings.kafka.request_timeout_ms / 1000
 
@@ -87,8 +83,11 @@ class RequestConsumer(Service):
         )
         if not settings.leave_group_on_stop:
             _never_leave_group(consumer)
-        consumer.subscribe(topics=self._topics, listener=self._listener)
         self._consumer = consumer
+
+    def subscribe(self, on_assigned: PartitionsCallback, on_revoked: PartitionsCallback) -> None:
+        """Join the group for the topics; the callbacks run at each rebalance."""
+        self._client.subscribe(topics=self._topics, listener=_Listener(on_assigned, on_revoked))
 
     async def _stop(self) -> None:
         consumer, self._consumer = self._consumer, None

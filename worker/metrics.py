@@ -114,6 +114,11 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.dead_letter_retries = Counter(
+            "inferpool_dead_letter_retries",
+            "Dead-letter copies sent again because the broker did not acknowledge",
+            registry=r,
+        )
         self.commit_failures = Counter(
             "inferpool_commit_failures",
             "Offset commits that failed (rebalance, broker unreachable)",

@@ -1,11 +1,13 @@
-"""PendingRequest: one admitted request on its way through the worker."""
+"""What flows between the worker's stages: a fetched record, an admitted request, a record
+that cannot be served, and the answer that settles a record."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from inferpool.protocol import RequestEnvelope
+from inferpool.errors import RequestError
+from inferpool.protocol import RequestEnvelope, ResultRecord
 from inferpool.protocol.wire import Encoding
 from worker.offsets import OffsetToken
 
@@ -23,8 +25,10 @@ class KafkaRecord(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PendingRequest:
+    """An admitted request, from admission until it is settled."""
+
     envelope: RequestEnvelope
-    item: Any  # what the model's validate() returned
+    item: Any  # what the model's validate() (then prepare()) returned
     token: OffsetToken
     encoding: Encoding  # the result is stored in the request's encoding
     fetched_monotonic: float
@@ -44,3 +48,42 @@ class PendingRequest:
 
     def expired(self, now_monotonic: float) -> bool:
         return self.deadline_monotonic is not None and now_monotonic >= self.deadline_monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot be served: it gets an error result (when its id is known) and a
+    dead-letter copy."""
+
+    record: KafkaRecord
+    token: OffsetToken
+    request_id: str | None
+    error: RequestError
+    encoding: Encoding
+    model: str | None = None
+    traceparent: str | None = None
+
+    @classmethod
+    def of(cls, request: PendingRequest, error: RequestError) -> Rejection:
+        """A request already admitted that turns out bad (at preparation, as poison)."""
+        assert request.record is not None
+        return cls(
+            request.record,
+            request.token,
+            request.id,
+            error,
+            request.encoding,
+            request.model,
+            request.traceparent,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one fetched record is settled: the result stored under its id (None when no id
+    is known), and the rejection to copy to the dead-letter topic (if any)."""
+
+    token: OffsetToken
+    result: ResultRecord | None
+    encoding: Encoding
+    rejection: Rejection | None = None

@@ -18,9 +18,11 @@ class Member:
 
     def __init__(self, settings: InferpoolSettings) -> None:
         self.holds = asyncio.Event()
-        self.consumer = RequestConsumer(
-            settings, [settings.request_topic], self._assigned, self._revoked
-        )
+        self.consumer = RequestConsumer(settings, [settings.request_topic])
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe(self._assigned, self._revoked)
 
     async def _assigned(self, partitions: list[TopicPartition]) -> None:
         if partitions:
@@ -52,9 +54,9 @@ async def test_a_stop_without_leave_group_leaves_the_member_to_expire(
     await ensure_topics(settings.kafka, [settings.request_topic], 2, 1)
     staying = Member(settings.model_copy(update={"leave_group_on_stop": False}))
     leaving = Member(settings)
-    await staying.consumer.start()
+    await staying.start()
     await staying.until_holding()
-    await leaving.consumer.start()
+    await leaving.start()
     # the join of the second member is a rebalance: both hold partitions afterwards, in a
     # generation > 0 (aiokafka sends no LeaveGroup in generation 0)
     await asyncio.gather(staying.until_holding(), leaving.until_holding())

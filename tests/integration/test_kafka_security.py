@@ -22,7 +22,7 @@ from inferpool.settings import InferpoolSettings, KafkaSettings
 from inferpool.topics import ensure_topics
 from producer.client import Producer
 from worker.consumer import RequestConsumer
-from worker.dead_letter import DeadLetterSink
+from worker.settlement.dead_letter import DeadLetterSink
 
 PASSWORD = "s3cret-never-shown"
 
@@ -68,11 +68,8 @@ async def test_a_refused_scram_login_is_a_clear_configuration_error(
         await ensure_topics(settings.kafka, ["secured"], 1, 1)
     assert_refused_clearly(admin_error.value)
 
-    async def nothing(_: object) -> None:
-        return None
-
     with pytest.raises(ConfigurationError) as consumer_error:
-        async with RequestConsumer(settings, ["secured"], nothing, nothing):
+        async with RequestConsumer(settings, ["secured"]):
             pass
     assert_refused_clearly(consumer_error.value)
     with pytest.raises(ConfigurationError) as dead_letter_error:

@@ -6,7 +6,8 @@ import pytest
 
 from inferpool.protocol import RequestEnvelope
 from inferpool.protocol.wire import Encoding
-from worker.batcher import Batcher, BatchLimits, CloseReason
+from worker.execution.batcher import Batcher, CloseReason
+from worker.models.config import BatchLimits
 from worker.offsets import OffsetToken, TopicPartition
 from worker.request import PendingRequest
 

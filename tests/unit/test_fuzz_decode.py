@@ -24,12 +24,12 @@ from kafka_stubs import Record
 from inferpool.errors import RequestError
 from inferpool.protocol import encode_or_explain
 from inferpool.protocol.wire import DTYPE_SIZES, TENSOR_EXT_TYPE, Encoding, pack_msgpack
+from worker.admission.intake import Intake
 from worker.answers import Answers
-from worker.intake import Intake, Rejection
 from worker.models.echo import EchoModel
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken, TopicPartition
-from worker.request import PendingRequest
+from worker.request import PendingRequest, Rejection
 
 TOKEN = OffsetToken(TopicPartition("requests", 0), 1, 0)
 REGISTRY = ModelRegistry([EchoModel(), testing_models.VectorModel()])

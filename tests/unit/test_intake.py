@@ -11,11 +11,11 @@ from kafka_stubs import Record
 
 from inferpool.errors import RequestError
 from inferpool.protocol.wire import pack_msgpack
-from worker.intake import Intake, Rejection
+from worker.admission.intake import Intake
 from worker.models.echo import EchoModel
 from worker.models.registry import ModelRegistry, load_model
 from worker.offsets import OffsetToken, TopicPartition
-from worker.request import PendingRequest
+from worker.request import PendingRequest, Rejection
 
 TOKEN = OffsetToken(TopicPartition("requests", 0), 1, 0)
 INTAKE = Intake(ModelRegistry([EchoModel(), testing_models.VectorModel()]), max_request_bytes=512)

@@ -10,8 +10,7 @@ import torch
 
 from inferpool.errors import ConfigurationError, InvalidInput
 from inferpool.protocol.wire import WireTensor
-from worker.batcher import BatchLimits
-from worker.models.config import ModelConfig, model_configs, read_models_file
+from worker.models.config import BatchLimits, ModelConfig, model_configs, read_models_file
 from worker.models.precision import Precision
 from worker.models.registry import ModelRegistry, load_model
 

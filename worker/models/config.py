@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferpool.errors import ConfigurationError
 from worker.models.precision import Precision
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How big one model's batch may get: a count, and for text models a padded-token cap
+    (the longest request's cost times the number of requests)."""
+
+    max_batch_size: int
+    max_batch_tokens: int | None = None
 
 
 class ModelConfig(BaseModel):

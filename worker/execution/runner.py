@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inferpool.errors import InvalidInput, ModelError
+from inferpool.errors import ModelError
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from worker.models.base import Model
@@ -82,47 +82,20 @@ def run_batch(model: Model, items: Sequence[Any]) -> BatchOutcome:
     return compute_batch(model, items, collate_batch(model, items))
 
 
-def prepare_items(model: Model, items: Sequence[Any]) -> list[Any]:
-    """The model's ``prepare`` over a chunk; if the chunk fails, item by item, so that a bad
-    item becomes that item's error alone."""
-    hook = model.prepare  # type: ignore[attr-defined]
-    try:
-        prepared = list(hook(items))
-        if len(prepared) == len(items):
-            return prepared
-    except Exception:
-        pass
-    results: list[Any] = []
-    for item in items:
-        try:
-            results.append(hook([item])[0])
-        except Exception as error:
-            results.append(
-                InvalidInput(
-                    f"model {model.name!r} could not prepare the input: "
-                    f"{type(error).__name__}: {error}"
-                )
-            )
-    return results
-
-
 class ModelRunner(Service):
-    """Three threads: the model thread runs batches (and warm-up) one at a time; the collate
-    thread builds the next batch meanwhile; the preparation thread runs ``prepare``
-    (tokenization) for the fetch loop, which must never wait behind a batch."""
+    """Two threads: the model thread runs batches (and warm-up) one at a time; the collate
+    thread builds the next batch meanwhile."""
 
     def __init__(self) -> None:
         self._model_thread: ThreadPoolExecutor | None = None
-        self._prepare_thread: ThreadPoolExecutor | None = None
         self._collate_thread: ThreadPoolExecutor | None = None
 
     async def _start(self) -> None:
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-model")
-        self._prepare_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-prepare")
         self._collate_thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-collate")
 
     async def _stop(self) -> None:
-        for executor in (self._prepare_thread, self._collate_thread, self._model_thread):
+        for executor in (self._collate_thread, self._model_thread):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
 
@@ -134,11 +107,6 @@ class ModelRunner(Service):
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(self._collate_thread, collate_batch, model, items)
         return await loop.run_in_executor(self._model_thread, compute_batch, model, items, batch)
-
-    async def prepare(self, model: Model, items: Sequence[Any]) -> list[Any]:
-        self._require_started()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._prepare_thread, prepare_items, model, items)
 
     async def warm_up(self, model: Model) -> float:
         """Run the model's warm-up in the model thread; returns its duration in seconds."""

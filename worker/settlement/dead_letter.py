@@ -20,7 +20,7 @@ from inferpool.protocol.headers import (
     SOURCE_TOPIC_HEADER,
 )
 from inferpool.settings import KafkaSettings
-from worker.intake import Rejection
+from worker.request import Rejection
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:

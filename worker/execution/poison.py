@@ -1,4 +1,4 @@
-"""PoisonScreen: finds requests that kill their worker, using attempt counts in Redis.
+"""PoisonScreen: finds requests that kill their worker, using attempt counts in the result store.
 
 An attempt is counted right before a request runs and forgotten once its result is stored
 (the result write deletes the count). So a count above one means an earlier run never
@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from inferpool.errors import PoisonRequest
 from inferpool.logs import get_logger
-from worker.intake import Rejection
-from worker.request import PendingRequest
+from worker.request import PendingRequest, Rejection
 from worker.result_sink import ResultSink
 
 log = get_logger("worker.poison")

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from worker.models.config import BatchLimits
 from worker.request import PendingRequest
 
 _EWMA_WEIGHT = 0.2
@@ -40,15 +41,6 @@ class Batch:
     expired: list[PendingRequest]
     reason: CloseReason
     closed_monotonic: float
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLimits:
-    """How big one model's batch may get: a count, and for text models a padded-token cap
-    (the longest request's cost times the number of requests)."""
-
-    max_batch_size: int
-    max_batch_tokens: int | None = None
 
 
 @dataclass(slots=True)

@@ -6,7 +6,6 @@ model, the model's own validation of the inputs. Nothing here raises for bad inp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from inferpool.errors import InvalidInput, MalformedRequest, PayloadTooLarge, RequestError
@@ -16,35 +15,7 @@ from inferpool.protocol.wire import Encoding
 from worker.models.base import Model
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetToken
-from worker.request import KafkaRecord, PendingRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A record that cannot be served: it gets an error result (when its id is known) and a
-    dead-letter copy."""
-
-    record: KafkaRecord
-    token: OffsetToken
-    request_id: str | None
-    error: RequestError
-    encoding: Encoding
-    model: str | None = None
-    traceparent: str | None = None
-
-    @classmethod
-    def of(cls, request: PendingRequest, error: RequestError) -> Rejection:
-        """A request already admitted that turns out bad (at preparation, as poison)."""
-        assert request.record is not None
-        return cls(
-            request.record,
-            request.token,
-            request.id,
-            error,
-            request.encoding,
-            request.model,
-            request.traceparent,
-        )
+from worker.request import KafkaRecord, PendingRequest, Rejection
 
 
 def _validate(model: Model, envelope: RequestEnvelope) -> Any:

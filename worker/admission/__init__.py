@@ -1,0 +1,1 @@
+"""Admission: fetched Kafka records become requests handed to their engine."""

@@ -1,0 +1,173 @@
+"""Admission: from the consumer's fetches to requests handed to their engine.
+
+Each fetched chunk goes through: tracking (every record's offset and bytes, in the
+tracker), intake (record -> request, or a rejection that says why), preparation
+(tokenization, off the event loop), then to the engine that serves its model. Rejections
+are settled in the background; accepted markers are written in the background too, so
+neither the store nor the broker can stall the fetch loop (a consumer that misses
+``max_poll_interval_ms`` leaves its group).
+
+Back-pressure: while the records held (fetched, not yet answered) reach
+``max_inflight_requests`` or ``max_inflight_bytes``, every partition is paused; the
+consumer still polls now and then, so the group keeps this member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from inferpool.logs import get_logger
+from inferpool.protocol import now_ms
+from worker.admission.intake import Intake
+from worker.admission.preparation import Preparation
+from worker.answers import Answers
+from worker.engine import Engine
+from worker.offsets import OffsetTracker, TopicPartition
+from worker.request import Answer, KafkaRecord, PendingRequest, Rejection
+from worker.result_sink import ResultSink
+
+log = get_logger("worker.admission")
+
+FETCH_TIMEOUT_MS = 100
+MAX_FETCH_RECORDS = 2000
+BACKPRESSURE_POLL_S = 1.0
+
+
+class RecordSource(Protocol):
+    """What admission needs from the consumer (``RequestConsumer`` is the real one)."""
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]: ...
+
+    def pause_all(self) -> None: ...
+
+    def resume_all(self) -> None: ...
+
+    def highwaters(self) -> dict[TopicPartition, int]: ...
+
+
+class SettleSoon(Protocol):
+    """What admission needs from settlement: answer these records, in the background."""
+
+    def settle_soon(self, answers: Sequence[Answer]) -> None: ...
+
+
+class Admission:
+    def __init__(
+        self,
+        consumer: RecordSource,
+        tracker: OffsetTracker,
+        intake: Intake,
+        preparation: Preparation,
+        engines: Mapping[str, Engine],
+        settlement: SettleSoon,
+        sink: ResultSink,
+        answers: Answers,
+        preparing: Counter[TopicPartition],
+        max_inflight_requests: int,
+        max_inflight_bytes: int,
+    ) -> None:
+        self._consumer = consumer
+        self._tracker = tracker
+        self._intake = intake
+        self._preparation = preparation
+        self._engines = engines  # by model name
+        self._settlement = settlement
+        self._sink = sink
+        self._answers = answers
+        self._max_requests = max_inflight_requests
+        self._max_bytes = max_inflight_bytes
+        self._preparing = preparing  # records in preparation, by partition (rebalances read it)
+        self._marking: set[asyncio.Task[None]] = set()
+        self.fetching = True
+
+    def stop_fetching(self) -> None:
+        self.fetching = False
+
+    def _full(self) -> bool:
+        return (
+            self._tracker.unanswered() >= self._max_requests
+            or self._tracker.held_bytes() >= self._max_bytes
+        )
+
+    async def run(self) -> None:
+        """Fetch and admit until ``stop_fetching``."""
+        paused = False
+        while self.fetching:
+            if self._full():
+                if not paused:
+                    self._consumer.pause_all()
+                    paused = True
+                await self._tracker.wait_until(lambda: not self._full(), BACKPRESSURE_POLL_S)
+                if self._full():
+                    await self._consumer.fetch(0, 1)  # a poll: the group keeps this member
+                continue
+            if paused:
+                self._consumer.resume_all()
+                paused = False
+            room = max(1, self._max_requests - self._tracker.unanswered())
+            records = await self._consumer.fetch(FETCH_TIMEOUT_MS, min(room, MAX_FETCH_RECORDS))
+            if records:
+                await self.admit(records)
+        await asyncio.gather(*self._marking, return_exceptions=True)
+
+    async def admit(self, records: Sequence[KafkaRecord]) -> None:
+        now_monotonic, wall_ms = time.monotonic(), now_ms()
+        rejections: list[Rejection] = []
+        admitted: list[PendingRequest] = []
+        for record in records:
+            token = self._tracker.track(
+                TopicPartition(record.topic, record.partition), record.offset,
+                len(record.value or b""),
+            )
+            outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
+            if isinstance(outcome, Rejection):
+                rejections.append(outcome)
+            else:
+                admitted.append(outcome)
+        if admitted:
+            admitted, unprepared = await self._prepared(admitted)
+            rejections += unprepared
+        self._hand_over(admitted)
+        self._settlement.settle_soon([self._answers.settles_rejected(r) for r in rejections])
+
+    async def _prepared(
+        self, requests: list[PendingRequest]
+    ) -> tuple[list[PendingRequest], list[Rejection]]:
+        held = Counter(request.token.partition for request in requests)
+        self._preparing.update(held)
+        try:
+            return await self._preparation.prepare(requests)
+        finally:
+            self._preparing.subtract(held)
+
+    def _hand_over(self, requests: list[PendingRequest]) -> None:
+        """Each request to its engine, unless its partition was revoked meanwhile: then the
+        partition's next owner runs it, and this worker lets it go."""
+        by_engine: dict[int, tuple[Engine, list[PendingRequest]]] = {}
+        for request in requests:
+            if not self._tracker.is_current(request.token):
+                self._tracker.abandon(request.token)
+                continue
+            engine = self._engines[request.model]
+            by_engine.setdefault(id(engine), (engine, []))[1].append(request)
+        for engine, group in by_engine.values():
+            engine.admit(group)
+        handed = [request.id for _, group in by_engine.values() for request in group]
+        if handed:
+            task = asyncio.create_task(self._sink.mark_accepted(handed))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: the broker's end offset less the first offset not yet
+        answered here."""
+        lag: dict[tuple[str, int], int] = {}
+        for partition, end in self._consumer.highwaters().items():
+            position = self._tracker.position(partition)
+            if position is not None:
+                lag[(partition.topic, partition.partition)] = max(0, end - position)
+        return lag

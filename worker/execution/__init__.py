@@ -1,0 +1,1 @@
+"""Execution: engines that run admitted requests (the one-shot batch engine today)."""

@@ -1,0 +1,166 @@
+"""BatchEngine: the one-shot execution mode. Requests of a model are formed into batches
+(``Batcher``), screened for poison, and run once each through the model (``ModelRunner``):
+one forward per batch, one answer per request.
+
+Up to MAX_BATCHES_IN_FLIGHT batches run at once: while one computes in the model thread,
+the next is collated and the previous one stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from inferpool.lifecycle import Service
+from inferpool.logs import get_logger
+from worker.answers import Answers
+from worker.engine import Settle
+from worker.execution.batcher import Batch, Batcher
+from worker.execution.poison import PoisonScreen
+from worker.execution.runner import ModelRunner
+from worker.metrics import WorkerMetrics
+from worker.models.base import Model, has_hook
+from worker.models.registry import ModelRegistry
+from worker.request import PendingRequest
+
+log = get_logger("worker.batch_engine")
+
+MAX_BATCHES_IN_FLIGHT = 2
+
+
+class BatchEngine(Service):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        batcher: Batcher,
+        poison_screen: PoisonScreen,
+        settlement: Settle,
+        answers: Answers,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._registry = registry
+        self._batcher = batcher
+        self._poison_screen = poison_screen
+        self._settlement = settlement
+        self._answers = answers
+        self._metrics = metrics
+        self._runner = ModelRunner()
+        self._arrived = asyncio.Event()
+        self._draining = False
+
+    @property
+    def models(self) -> list[str]:
+        return self._registry.names()
+
+    async def _start(self) -> None:
+        await self._runner.start()
+
+    async def _stop(self) -> None:
+        await self._runner.stop()
+
+    async def warm_up(self) -> None:
+        for model in self._registry:
+            if has_hook(model, "warmup"):
+                seconds = await self._runner.warm_up(model)
+                log.info("model.warmed_up", worker=self._answers.worker_id, model=model.name,
+                         seconds=round(seconds, 3))
+
+    # --- what admission and rebalances call ------------------------------------------------
+
+    def admit(self, requests: Sequence[PendingRequest]) -> None:
+        for request in requests:
+            self._batcher.add(request)
+        if requests:
+            self._arrived.set()
+
+    def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
+        return self._batcher.discard(predicate)
+
+    def queued(self) -> int:
+        return len(self._batcher)
+
+    def oldest_submitted_ms(self) -> int | None:
+        return self._batcher.oldest_submitted_ms()
+
+    def drain(self) -> None:
+        self._draining = True
+        self._arrived.set()
+
+    # --- the batch loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Close batches as they fall due and run up to MAX_BATCHES_IN_FLIGHT at once."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._arrived.clear()
+                now = time.monotonic()
+                room = len(running) < MAX_BATCHES_IN_FLIGHT
+                batch = self._batcher.take(now, drain=self._draining) if room else None
+                if batch is not None:
+                    running.add(asyncio.create_task(self._run(batch)))
+                    continue
+                if self._draining and not running and not len(self._batcher):
+                    return
+                await self._wait_for_work(running, self._batcher.next_due() if room else None)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _wait_for_work(self, running: set[asyncio.Task[None]], due: float | None) -> None:
+        """Until a request arrives, the next batch falls due, or a running batch ends."""
+        arrival = asyncio.ensure_future(self._arrived.wait())
+        timeout = None if due is None else max(0.0, due - time.monotonic())
+        try:
+            done, _ = await asyncio.wait(
+                {arrival, *running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            arrival.cancel()
+        for task in done & running:
+            running.discard(task)
+            task.result()  # a batch that failed unexpectedly fails the loop, loudly
+
+    async def _run(self, batch: Batch) -> None:
+        model = self._registry.get(batch.model)
+        screened = await self._poison_screen.screen(batch.requests)
+        # A request that was running when a worker died runs alone, its result stored at
+        # once: if it kills this worker too, its neighbours are not blamed for it.
+        if screened.fresh:
+            await self._run_group(model, screened.fresh, batch.reason.value)
+        for suspect in screened.suspects:
+            await self._poison_screen.before_alone(suspect)
+            await self._run_group(model, [suspect], batch.reason.value)
+        answers = [self._answers.settles_rejected(r) for r in screened.poison]
+        answers += [self._answers.settles_expired(r) for r in batch.expired]
+        await self._settlement.settle(answers)
+        log.info(
+            "batch.done",
+            worker=self._answers.worker_id,
+            batch_id=batch.id,
+            model=model.name,
+            size=len(batch.requests),
+            expired=len(batch.expired),
+            poison=len(screened.poison),
+            reason=batch.reason.value,
+            request_ids=[r.id for r in batch.requests],
+            traces=[r.traceparent for r in batch.requests if r.traceparent] or None,
+        )
+
+    async def _run_group(self, model: Model, group: list[PendingRequest], reason: str) -> None:
+        started = time.monotonic()
+        outcome = await self._runner.run(model, [r.item for r in group])
+        self._batcher.observe(model.name, outcome.seconds)
+        await self._settlement.settle([
+            self._answers.settles_output(r, model, output, len(group), started, outcome.seconds)
+            for r, output in zip(group, outcome.outputs, strict=True)
+        ])
+        self._metrics.batch_ran(
+            model.name,
+            len(group),
+            reason,
+            outcome.seconds,
+            (started - r.fetched_monotonic for r in group),
+        )

@@ -1,0 +1,1 @@
+"""Settlement: every outcome stored, dead-lettered, counted and its offset committed."""

@@ -1,0 +1,118 @@
+"""Settlement: the one path by which every fetched record is answered.
+
+Whatever the outcome (ok, error, expired, rejected, poison), ``settle`` does the same
+steps, in this order: the rejected records' dead-letter copies, the results stored (first
+write wins; retried while the store is unavailable), the offsets answered in the tracker
+(so they may be committed), the metrics and the log events. A record counts as held by the
+worker until it is settled; if settling is cancelled (a drain that ran out of time), its
+offset is not answered and the partition's next owner runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from inferpool.backoff import Backoff, retrying
+from inferpool.errors import BrokerUnavailable
+from inferpool.logs import get_logger
+from inferpool.protocol import ResultStatus
+from worker.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.request import Answer, Rejection
+from worker.result_sink import ResultSink
+
+log = get_logger("worker.settlement")
+
+DEAD_LETTER_FIRST_BACKOFF_S = 0.05
+DEAD_LETTER_MAX_BACKOFF_S = 2.0
+
+
+class DeadLetters(Protocol):
+    """Where rejected records are copied (``DeadLetterSink`` is the real one)."""
+
+    async def send(self, rejections: Sequence[Rejection]) -> None: ...
+
+
+class Settlement:
+    def __init__(
+        self,
+        sink: ResultSink,
+        dead_letters: DeadLetters,
+        tracker: OffsetTracker,
+        metrics: WorkerMetrics,
+        on_failure: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._tracker = tracker
+        self._metrics = metrics
+        self._on_failure = on_failure
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def settle(self, answers: Sequence[Answer]) -> None:
+        """Answer every record of ``answers``; returns once all are stored and answered."""
+        if not answers:
+            return
+        rejections = [answer.rejection for answer in answers if answer.rejection is not None]
+        await self._send_dead_letters(rejections)
+        results = [(a.result, a.encoding) for a in answers if a.result is not None]
+        await self._sink.store(results)
+        for answer in answers:
+            self._tracker.answer(answer.token)
+        self._metrics.answered(record for record, _ in results)
+        self._report(rejections, answers)
+
+    def settle_soon(self, answers: Sequence[Answer]) -> None:
+        """Settle in the background (the caller must not wait on the store: the fetch loop,
+        whose consumer would otherwise miss max_poll_interval_ms during a store outage)."""
+        if not answers:
+            return
+        task = asyncio.create_task(self.settle(answers), name="inferpool-settle")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._on_failure)
+
+    async def settled_in_background(self) -> None:
+        """Wait for every background settle started so far."""
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def cancel_background(self) -> list[asyncio.Task[None]]:
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def _send_dead_letters(self, rejections: list[Rejection]) -> None:
+        if not rejections:
+            return
+
+        def report(error: Exception, attempt: int, delay_s: float) -> None:
+            self._metrics.dead_letter_retries.inc()
+            log.warning("dead_letter.retry", error=str(error), attempt=attempt, backoff_s=delay_s)
+
+        await retrying(
+            lambda: self._dead_letters.send(rejections),
+            (BrokerUnavailable,),
+            report,
+            Backoff(DEAD_LETTER_FIRST_BACKOFF_S, DEAD_LETTER_MAX_BACKOFF_S),
+        )
+
+    def _report(self, rejections: list[Rejection], answers: Sequence[Answer]) -> None:
+        for rejection in rejections:
+            self._metrics.dead_letters.labels(rejection.error.code).inc()
+            log.info(
+                "request.rejected",
+                request_id=rejection.request_id,
+                trace=rejection.traceparent,
+                code=rejection.error.code,
+                error=str(rejection.error),
+                partition=rejection.record.partition,
+                offset=rejection.record.offset,
+            )
+        expired = [
+            a.result.id for a in answers if a.result and a.result.status is ResultStatus.EXPIRED
+        ]
+        if expired:
+            log.info("request.expired", request_ids=expired)
