@@ -29,3 +29,11 @@ class ResultKeys:
     def done_channel(self, request_id: str) -> str:
         """Pub/sub channel told when the result is written (a hint; the key is the truth)."""
         return f"{self.prefix}:{{{request_id}}}:done"
+
+    def stream(self, request_id: str) -> str:
+        """A generative request's tokens as they are made (a Redis stream); same TTL."""
+        return f"{self.prefix}:{{{request_id}}}:stream"
+
+    def cancel(self, request_id: str) -> str:
+        """Set by a client to cancel a running generation; workers check it between steps."""
+        return f"{self.prefix}:{{{request_id}}}:cancel"

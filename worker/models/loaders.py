@@ -106,6 +106,37 @@ def _text_options() -> type[Any]:
     return TextEmbeddingOptions
 
 
+def _generative_fields(config: ModelConfig) -> dict[str, Any]:
+    """What a generative model is configured with: its precision and device, then its
+    ``options`` table."""
+    return {"precision": config.quantization, "device": config.device, **config.options}
+
+
+def _generative_options() -> type[Any]:
+    from worker.models.generative.options import GenerativeOptions
+
+    return GenerativeOptions
+
+
+def _build_smollm2(request: LoadRequest) -> object:
+    from worker.models.generative import smollm2
+    from worker.models.generative.llama_gguf import load_llama_gguf
+    from worker.models.generative.model import GenerativeModel
+
+    path = smollm2.gguf_path()
+    return GenerativeModel(request.config.name, smollm2.VERSION,
+                           lambda: load_llama_gguf(path), request.options)
+
+
+def _build_hf_causal(request: LoadRequest) -> object:
+    from worker.models.generative.hf_causal import load_hf_causal
+    from worker.models.generative.model import GenerativeModel
+
+    path = Path(request.target)
+    return GenerativeModel(request.config.name, request.config.version or path.name,
+                           lambda: load_hf_causal(path), request.options)
+
+
 def _build_echo(request: LoadRequest) -> object:
     from worker.models.echo import EchoModel
 
@@ -162,6 +193,10 @@ LOADERS: dict[str, Loader] = {
     "hf": Loader(_build_hf, _text_options, "directory", "hf:DIR", _text_fields),
     "torchscript": Loader(_build_program, lambda: TensorOptions, "file", "torchscript:FILE"),
     "exported": Loader(_build_program, lambda: TensorOptions, "file", "exported:FILE"),
+    "smollm2": Loader(_build_smollm2, _generative_options, usage="smollm2",
+                      declared=_generative_fields),
+    "hf-causal": Loader(_build_hf_causal, _generative_options, "directory", "hf-causal:DIR",
+                        _generative_fields),
     "factory": Loader(_build_factory, lambda: FreeOptions, "import",
                       "factory:package.module:function"),
 }
