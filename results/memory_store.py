@@ -15,8 +15,9 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from inferpool.errors import ResultStoreUnavailable, ResultTimeout
 from inferpool.protocol import ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol.generation import EntryType, StreamEntry
 from inferpool.protocol.wire import Encoding
-from results.store import Lookup, ResultStore, lookup_of, missing_ids
+from results.store import Lookup, ResultStore, StreamAppend, StreamItem, lookup_of, missing_ids
 
 
 class InMemoryResultStore(ResultStore):
@@ -25,6 +26,9 @@ class InMemoryResultStore(ResultStore):
         self.accepted: set[str] = set()
         self.attempts: Counter[str] = Counter()
         self.writes = 0  # calls of write(), for tests
+        self.streams: dict[str, list[StreamItem]] = {}  # request id -> its entries
+        self.cancels: set[str] = set()
+        self._entry_ids = 0
         self.unavailable = False
         self._written = asyncio.Condition()
 
@@ -63,6 +67,55 @@ class InMemoryResultStore(ResultStore):
             self.attempts[request_id] += delta
         return [self.attempts[request_id] for request_id in request_ids]
 
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
+        self._require_started()
+        self._check("stream append")
+        answered = []
+        for append in appends:
+            has = append.opening and append.request_id in self.values
+            answered.append(has)
+            if has:
+                continue
+            stream = self.streams.get(append.request_id)
+            entries = list(append.entries)
+            if append.opening and stream:
+                entries.insert(0, StreamEntry(EntryType.RESTART, worker=append.worker))
+            if not entries:
+                continue
+            stream = self.streams.setdefault(append.request_id, [])
+            for entry in entries:
+                self._entry_ids += 1
+                stream.append((f"{self._entry_ids}-0", entry))
+        async with self._written:
+            self._written.notify_all()
+        return answered
+
+    async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
+        self._require_started()
+        self._check("cancel check")
+        return [request_id in self.cancels for request_id in request_ids]
+
+    async def request_cancel(self, request_id: str) -> None:
+        self._require_started()
+        self._check("cancel request")
+        self.cancels.add(request_id)
+
+    async def read_stream(
+        self, request_id: str, after: str, timeout_s: float
+    ) -> list[StreamItem]:
+        self._require_started()
+        self._check("stream read")
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            newer = [item for item in self.streams.get(request_id, []) if _after(item[0], after)]
+            if newer or timeout_s <= 0:
+                return newer
+            try:
+                async with asyncio.timeout_at(deadline), self._written:
+                    await self._written.wait()
+            except TimeoutError:
+                return []
+
     async def get(self, request_id: str) -> Lookup:
         self._require_started()
         self._check("result lookup")
@@ -91,3 +144,11 @@ class InMemoryResultStore(ResultStore):
                     f"{len(remaining)} of {total} results did not arrive within "
                     f"{timeout_s:g}s (e.g. {missing_ids(remaining)})"
                 ) from None
+
+
+def _after(entry_id: str, after: str) -> bool:
+    def number(value: str) -> tuple[int, int]:
+        first, _, second = value.partition("-")
+        return int(first), int(second or 0)
+
+    return number(entry_id) > number(after)

@@ -18,11 +18,12 @@ from redis.commands.core import AsyncScript
 from inferpool.errors import ConfigurationError
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultKeys, ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol.generation import StreamEntry
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
 from results import scripts
 from results.redis_client import open_redis, store_errors
-from results.store import Lookup, ResultStore, lookup_of
+from results.store import Lookup, ResultStore, StreamAppend, StreamItem, lookup_of
 from results.waiting import RedisWaiter, many_timeout
 
 DEFAULT_TTL_S = 3600
@@ -60,6 +61,7 @@ class RedisResultStore(ResultStore):
                 ("store", scripts.STORE_RESULTS),
                 ("accept", scripts.MARK_ACCEPTED),
                 ("count", scripts.COUNT_ATTEMPTS),
+                ("append", scripts.APPEND_STREAMS),
             )
         }
 
@@ -110,7 +112,56 @@ class RedisResultStore(ResultStore):
             counts = await self._scripts["count"](keys=keys, args=[delta, self._ttl_s])
         return [int(count) for count in counts]
 
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
+        """Every append in one script (``scripts.APPEND_STREAMS``)."""
+        self._require_started()
+        if not appends:
+            return []
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self._ttl_s]
+        for append in appends:
+            keys += [self._keys.stream(append.request_id), self._keys.result(append.request_id)]
+            args += ["1" if append.opening else "0", append.worker, len(append.entries)]
+            for entry in append.entries:
+                fields = entry.to_fields()
+                args.append(2 * len(fields))
+                for name, value in fields.items():
+                    args += [name, value]
+        with store_errors("stream append"):
+            answered = await self._scripts["append"](keys=keys, args=args)
+        return [bool(int(flag)) for flag in answered]
+
+    async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
+        self._require_started()
+        if not request_ids:
+            return []
+        pipe = self._client().pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.exists(self._keys.cancel(request_id))
+        with store_errors("cancel check"):
+            found = await pipe.execute()
+        return [bool(flag) for flag in found]
+
     # --- the client's side -----------------------------------------------------------------
+
+    async def request_cancel(self, request_id: str) -> None:
+        with store_errors("cancel request"):
+            await self._client().set(self._keys.cancel(request_id), "1", ex=self._ttl_s)
+
+    async def read_stream(
+        self, request_id: str, after: str, timeout_s: float
+    ) -> list[StreamItem]:
+        block = int(timeout_s * 1000) if timeout_s > 0 else None
+        with store_errors("stream read"):
+            reply = await self._client().xread(
+                {self._keys.stream(request_id): after}, block=block or None
+            )
+        items: list[StreamItem] = []
+        for _stream, entries in _stream_replies(reply):
+            for entry_id, fields in entries:
+                key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                items.append((key, StreamEntry.from_fields(fields)))  # type: ignore[arg-type]
+        return items
 
     async def get(self, request_id: str) -> Lookup:
         pipe = self._client().pipeline(transaction=False)
@@ -136,3 +187,12 @@ class RedisResultStore(ResultStore):
             await waiter.close()
         if waiter.remaining:
             raise many_timeout(waiter, len(ids), timeout_s) from waiter.unavailable
+
+
+def _stream_replies(reply: object) -> list[tuple[object, list[tuple[object, object]]]]:
+    """XREAD's reply as (stream, entries) pairs: a list under RESP2, a map under RESP3."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(stream, entries) for stream, entries in reply]  # type: ignore[attr-defined]

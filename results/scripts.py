@@ -46,3 +46,39 @@ for i = 1, #KEYS do
 end
 return counts
 """
+
+#: KEYS = stream key, result key (per append, in that order);
+#: ARGV = ttl_s, then per append: opening ("1"/"0"), worker id, entry count, then per entry
+#: its field count (names and values) and the fields. An opening append of a request that
+#: has a result appends nothing; one whose stream already exists appends a restart entry
+#: first. Returns, per append, 1 if the request had a result (opening appends only).
+APPEND_STREAMS = """
+local ttl = ARGV[1]
+local a = 2
+local answered = {}
+for i = 1, #KEYS, 2 do
+  local stream, result = KEYS[i], KEYS[i + 1]
+  local opening, worker, count = ARGV[a] == '1', ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local has = 0
+  if opening then
+    if redis.call('EXISTS', result) == 1 then
+      has = 1
+    elseif redis.call('EXISTS', stream) == 1 then
+      redis.call('XADD', stream, '*', 'type', 'restart', 'seq', '0', 'worker', worker)
+    end
+  end
+  for _ = 1, count do
+    local n = tonumber(ARGV[a])
+    if has == 0 then
+      redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + n))
+    end
+    a = a + n + 1
+  end
+  if has == 0 and count > 0 then
+    redis.call('EXPIRE', stream, ttl)
+  end
+  answered[#answered + 1] = has
+end
+return answered
+"""

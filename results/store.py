@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from inferpool.errors import ResultTimeout
 from inferpool.lifecycle import Service
 from inferpool.protocol import ResultRecord
+from inferpool.protocol.generation import StreamEntry
 from inferpool.protocol.wire import Encoding
 
 #: How many of the missing ids a timeout message names.
@@ -55,6 +56,23 @@ def missing_ids(missing: Iterable[str]) -> str:
     return ", ".join(ordered[:TIMEOUT_EXAMPLES]) + more
 
 
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Entries to append to one request's token stream. ``opening``: the run's first
+    append: if the stream already holds entries (an earlier run), a ``restart`` entry
+    (naming ``worker``) goes first; if the request already has a result, nothing is
+    appended."""
+
+    request_id: str
+    entries: tuple[StreamEntry, ...]
+    opening: bool = False
+    worker: str = ""
+
+
+#: One entry read from a stream: its Redis entry id and the entry.
+StreamItem = tuple[str, StreamEntry]
+
+
 class ResultStore(Service, abc.ABC):
     """The interface; a backend implements the abstract methods (``wait`` comes free)."""
 
@@ -74,7 +92,27 @@ class ResultStore(Service, abc.ABC):
     async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
         """Add ``delta`` attempts at running each request; each request's new count."""
 
+    @abc.abstractmethod
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
+        """Append each ``StreamAppend`` to its request's stream (the stream's TTL is the
+        results'). Returns, per append, whether the request already had a result."""
+
+    @abc.abstractmethod
+    async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
+        """Whether a client asked to cancel each request."""
+
     # --- the client's side -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def request_cancel(self, request_id: str) -> None:
+        """Ask the worker running a generation to stop it (``finish_reason: cancelled``)."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, request_id: str, after: str, timeout_s: float
+    ) -> list[StreamItem]:
+        """The stream's entries after entry id ``after`` (``"0"``: from the start), waiting
+        up to ``timeout_s`` for one when there are none yet (then ``[]``)."""
 
     @abc.abstractmethod
     async def get(self, request_id: str) -> Lookup:
@@ -101,3 +139,13 @@ class ResultStore(Service, abc.ABC):
             "pending, or unknown (never submitted, or its result expired): look it up later "
             f"with 'inferpool result {request_id}'"
         )
+
+    def stream(
+        self, request_id: str, timeout_s: float, after: str = "0"
+    ) -> AsyncGenerator[StreamEntry | ResultRecord, None]:
+        """A generation as it is made: its stream's ``tokens`` and ``restart`` entries (from
+        the start, or after entry id ``after``), then its result; ResultTimeout if the
+        result does not arrive within ``timeout_s``."""
+        from results.streaming import follow
+
+        return follow(self, request_id, timeout_s, after)

@@ -36,7 +36,59 @@ LATENCY_BUCKETS_S = (
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 
+TOKEN_LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 LagFunction = Callable[[], dict[tuple[str, int], int]]
+
+
+class GenerationMetrics:
+    """The step engine's: sequences running and waiting, KV cache use, time to first
+    token, inter-token latency, generated tokens, finish reasons (per model)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.running = Gauge("inferpool_running_sequences",
+                             "Generations decoding or prefilling", ["model"], registry=r)
+        self.waiting = Gauge("inferpool_waiting_sequences",
+                             "Generations admitted and not started", ["model"], registry=r)
+        self.kv_cache_usage = Gauge("inferpool_kv_cache_usage_ratio",
+                                    "KV cache positions in use over those allocated",
+                                    ["model"], registry=r)
+        self.kv_cache_bytes = Gauge("inferpool_kv_cache_bytes", "KV cache memory allocated",
+                                    ["model"], registry=r)
+        self.time_to_first_token = Histogram(
+            "inferpool_time_to_first_token_seconds", "A generation's start to its first token",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.inter_token = Histogram(
+            "inferpool_inter_token_latency_seconds", "Between two tokens of one generation",
+            ["model"], buckets=TOKEN_LATENCY_BUCKETS_S, registry=r)
+        self.tokens = Counter("inferpool_generated_tokens", "Tokens generated", ["model"],
+                              registry=r)
+        self.finished = Counter("inferpool_generations_finished",
+                                "Generations ended, by finish reason", ["model", "reason"],
+                                registry=r)
+        self.guard = Gauge("inferpool_model_agreement_tokens",
+                           "Agreement of a generative model's served precision with fp32",
+                           ["model", "precision", "stat"], registry=r)
+        self.steps = Counter("inferpool_generation_steps", "Decode/prefill steps run",
+                             ["model"], registry=r)
+
+    def step(self, model: str, running: int, waiting: int, used: int, capacity: int,
+             allocated_bytes: int) -> None:
+        self.steps.labels(model).inc()
+        self.running.labels(model).set(running)
+        self.waiting.labels(model).set(waiting)
+        self.kv_cache_usage.labels(model).set(used / capacity if capacity else 0.0)
+        self.kv_cache_bytes.labels(model).set(allocated_bytes)
+
+    def token(self, model: str, first_token_s: float | None, gap_s: float | None) -> None:
+        self.tokens.labels(model).inc()
+        if first_token_s is not None:
+            self.time_to_first_token.labels(model).observe(first_token_s)
+        if gap_s is not None:
+            self.inter_token.labels(model).observe(gap_s)
+
+    def finish(self, model: str, reason: str) -> None:
+        self.finished.labels(model, reason).inc()
 
 
 class _LagCollector(Collector):
@@ -150,6 +202,7 @@ class WorkerMetrics:
             registry=r,
         )
         self.ready = Gauge("inferpool_ready", "1 when the worker is ready to serve", registry=r)
+        self.generation = GenerationMetrics(r)
 
     def watch(
         self,
@@ -169,7 +222,14 @@ class WorkerMetrics:
         if load_seconds is not None:
             self.model_load.labels(model.name).set(load_seconds)
         choice = getattr(model, "choice", None)
-        if choice is not None and choice.agreement is not None:
+        figures = getattr(choice, "figures", None)  # a generative model's guard figures
+        if figures is not None:
+            precision = choice.precision.value  # type: ignore[union-attr]
+            self.generation.guard.labels(model.name, precision, "top1").set(figures.top1_agreement)
+            self.generation.guard.labels(model.name, precision, "greedy_prefix").set(
+                figures.greedy_prefix
+            )
+        if choice is not None and getattr(choice, "agreement", None) is not None:
             precision = choice.precision.value
             self.agreement.labels(model.name, precision, "mean").set(choice.agreement.mean_cosine)
             self.agreement.labels(model.name, precision, "min").set(choice.agreement.min_cosine)

@@ -36,9 +36,11 @@ from worker.engine import Engine
 from worker.execution.batch_engine import BatchEngine
 from worker.execution.batcher import Batcher
 from worker.execution.poison import PoisonScreen
+from worker.execution.step_engine import StepEngine
 from worker.health import HealthServer
 from worker.metrics import WorkerMetrics
 from worker.models.config import model_configs
+from worker.models.generative.model import GenerativeModel
 from worker.models.registry import ModelRegistry
 from worker.offsets import OffsetTracker, TopicPartition
 from worker.rebalance import Rebalance
@@ -129,13 +131,7 @@ class Worker(Service):
         )
         settlement = Settlement(sink, dead_letters, self._tracker, self.metrics, self._task_done)
         answers = Answers(self.id)
-        batches = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000,
-                          registry.limits(settings.max_batch_size))
-        engine = await stack.enter_async_context(BatchEngine(
-            registry, batches, PoisonScreen(sink, settings.max_attempts), settlement, answers,
-            self.metrics,
-        ))
-        self._engines = [engine]
+        self._engines = await self._build_engines(registry, sink, settlement, answers)
         for each in self._engines:
             await each.warm_up()
         for model in registry:
@@ -155,6 +151,27 @@ class Worker(Service):
         )
         self._settlement = settlement
         consumer.subscribe(self._rebalance.on_assigned, self._rebalance.on_revoked)
+
+    async def _build_engines(
+        self, registry: ModelRegistry, sink: ResultSink, settlement: Settlement, answers: Answers
+    ) -> list[Engine]:
+        """One BatchEngine for the one-forward models, one StepEngine per generative model."""
+        settings, stack = self.settings, self._stack
+        poison = PoisonScreen(sink, settings.max_attempts)
+        one_shot = [m for m in registry if not isinstance(m, GenerativeModel)]
+        engines: list[Engine] = []
+        if one_shot:
+            batches = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000,
+                              registry.limits(settings.max_batch_size))
+            engines.append(await stack.enter_async_context(BatchEngine(
+                ModelRegistry(one_shot), batches, poison, settlement, answers, self.metrics,
+            )))
+        for model in registry:
+            if isinstance(model, GenerativeModel):
+                engines.append(await stack.enter_async_context(StepEngine(
+                    model, poison, settlement, settlement, answers, self.metrics,
+                )))
+        return engines
 
     def _registry(self) -> ModelRegistry:
         assert self.registry is not None

@@ -16,7 +16,7 @@ from inferpool.errors import ResultStoreUnavailable
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultRecord
 from inferpool.protocol.wire import Encoding
-from results.store import ResultStore
+from results.store import ResultStore, StreamAppend
 
 log = get_logger("worker.result_sink")
 
@@ -60,3 +60,18 @@ class ResultSink:
             await self._store.mark_accepted(request_ids)
         except ResultStoreUnavailable as error:
             log.warning("results.accept_mark_failed", error=str(error), requests=len(request_ids))
+
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
+        """Append generation entries to their streams; retries until the store answers.
+        Per append, whether the request already had a result."""
+        return await self._retrying(
+            lambda: self._store.append_streams(appends), "append_streams", len(appends)
+        )
+
+    async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
+        """Best effort: while the store is unavailable, nothing counts as cancelled."""
+        try:
+            return await self._store.cancel_requested(request_ids)
+        except ResultStoreUnavailable as error:
+            log.warning("results.cancel_check_failed", error=str(error), requests=len(request_ids))
+            return [False] * len(request_ids)

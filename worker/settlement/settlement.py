@@ -18,6 +18,7 @@ from inferpool.backoff import Backoff, retrying
 from inferpool.errors import BrokerUnavailable
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultStatus
+from results.store import StreamAppend
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.request import Answer, Rejection
@@ -63,6 +64,16 @@ class Settlement:
             self._tracker.answer(answer.token)
         self._metrics.answered(record for record, _ in results)
         self._report(rejections, answers)
+
+    async def publish(self, appends: Sequence[StreamAppend]) -> list[bool]:
+        """Partial outputs (a generation's token stream): they never settle a record.
+        Retried while the store is unavailable; per append, whether the request had a
+        result already."""
+        return await self._sink.append_streams(appends)
+
+    async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
+        """Which of these running requests a client asked to cancel (best effort)."""
+        return await self._sink.cancel_requested(request_ids)
 
     def settle_soon(self, answers: Sequence[Answer]) -> None:
         """Settle in the background (the caller must not wait on the store: the fetch loop,

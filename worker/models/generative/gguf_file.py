@@ -108,7 +108,9 @@ class GgufFile:
         try:
             self.metadata, self.tensors, self._data_start = self._read_header()
         except (struct.error, ValueError, KeyError, IndexError) as error:
-            raise ConfigurationError(f"{path} is not a GGUF file this reader knows: {error}") from None
+            raise ConfigurationError(
+                f"{path} is not a GGUF file this reader knows: {error}"
+            ) from None
 
     def _read_header(self) -> tuple[dict[str, Any], dict[str, TensorInfo], int]:
         cursor = _Cursor(memoryview(self._map))
@@ -146,7 +148,8 @@ class GgufFile:
             )
         start = self._data_start + info.offset
         # a copy: torch wants a writable buffer, and the mapping is read-only
-        raw = torch.frombuffer(bytearray(self._map[start : start + info.nbytes()]), dtype=torch.uint8)
+        data = bytearray(self._map[start : start + info.nbytes()])
+        raw = torch.frombuffer(data, dtype=torch.uint8)
         return dequantize(raw, info.ggml_type).reshape(info.shape)
 
 

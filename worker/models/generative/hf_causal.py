@@ -25,7 +25,7 @@ def load_hf_causal(path: Path) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32
-        ).eval()
+        ).eval()  # type: ignore[no-untyped-call]
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"cannot load a causal LM from {path}: {error}") from None
     _check_step_path(path, model, tokenizer)

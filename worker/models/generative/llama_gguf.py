@@ -128,7 +128,7 @@ def _tokenizer(metadata: dict[str, Any]) -> Any:
         index = metadata.get(f"tokenizer.ggml.{key}")
         return tokens[index] if index is not None else None
 
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         bos_token=token("bos_token_id"),
         eos_token=token("eos_token_id"),
@@ -158,13 +158,14 @@ def load_llama_gguf(path: Path) -> tuple[Any, Any]:
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [name for name in missing if not (config.tie_word_embeddings and name == "lm_head.weight")]
+    tied = config.tie_word_embeddings
+    missing = [name for name in missing if not (tied and name == "lm_head.weight")]
     if missing or unexpected:
         raise ConfigurationError(f"{path}: tensors missing {missing}, unexpected {unexpected}")
     if config.tie_word_embeddings:
         model.tie_weights()
     _rebuild_buffers(model)
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer  # type: ignore[no-untyped-call]
 
 
 def _rebuild_buffers(model: Any) -> None:

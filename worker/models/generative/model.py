@@ -43,8 +43,9 @@ class GenerativeModel(ListModel):
         name: str,
         version: str,
         load: Callable[[], tuple[Any, Any]],
-        options: GenerativeOptions = GenerativeOptions(),
+        options: GenerativeOptions | None = None,
     ) -> None:
+        options = options or GenerativeOptions()
         self.name, self.version, self.options = name, version, options
         self.device = pick_device(options.device)
         started = time.perf_counter()

@@ -129,7 +129,8 @@ def parse_request(
     """The request's inputs and params, checked; raises InvalidInput saying what is wrong."""
     if isinstance(inputs, str):
         raw = _flag(params, PARAM_RAW, False)
-        messages, prompt = (None, inputs) if raw else (((("user", inputs),)), None)
+        messages: tuple[tuple[str, str], ...] | None = None if raw else (("user", inputs),)
+        prompt = inputs if raw else None
     elif isinstance(inputs, list):
         messages, prompt = _messages(inputs), None
     else:

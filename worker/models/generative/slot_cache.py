@@ -70,7 +70,7 @@ class SlotCache:
         """The next forward covers rows ``first_row ..`` (one per row of ``positions``,
         ``[rows, tokens]``): each token writes at its position. Returns the attention mask
         (``[rows, 1, tokens, length]``, True where a query may look)."""
-        rows, tokens = positions.shape
+        rows = positions.shape[0]
         needed = int(positions.max()) + 1
         if needed > self.capacity:
             self._grow(needed)
