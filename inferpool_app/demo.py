@@ -24,9 +24,25 @@ DEMO_SENTENCES = [
 ]
 
 
-async def demo(settings: InferpoolSettings, count: int) -> None:
+#: Loaders whose models generate text token by token (the demo streams their answers).
+GENERATIVE_LOADERS = frozenset({"smollm2", "hf-causal"})
 
+
+def _is_generative(settings: InferpoolSettings, model: str) -> bool:
+    from worker.models.config import model_configs
+
+    configs = {c.name: c for c in model_configs(settings.models, settings.models_file)}
+    config = configs.get(model)
+    return config is not None and config.loader.partition(":")[0] in GENERATIVE_LOADERS
+
+
+async def demo(settings: InferpoolSettings, count: int) -> None:
     model = settings.models[0].partition("=")[0]
+    if _is_generative(settings, model):
+        from inferpool_app.demo_generate import generative_demo
+
+        await generative_demo(settings, model, count)
+        return
     inputs = [f"{DEMO_SENTENCES[i % len(DEMO_SENTENCES)]} (#{i})" for i in range(count)]
     print(f"demo: {count} requests for model {model!r}")
     async with (

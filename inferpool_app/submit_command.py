@@ -17,11 +17,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the result is an error or expired, or Kafka / Redis failed
 EXIT_USAGE = 2  # the arguments are wrong (as argparse)
 EXIT_TIMEOUT = 3  # no result within --wait seconds
+DEFAULT_STREAM_WAIT_S = 300.0
 
 EPILOG = """\
 --input and --params are JSON; a tensor is {"$tensor": {"dtype": "float32", "shape": [2],
 "data": "<base64 of the little-endian bytes>"}} (see docs/protocol.md).
 Without --wait the request id is printed. With --wait the result is printed as JSON.
+With --stream (generative models) the tokens are printed as they are made, then the
+finish reason and timings (stderr); --wait then bounds the whole generation (default 300 s).
 Exit status: 0 ok; 1 error or expired result, or Kafka/Redis failed; 2 bad arguments;
 3 no result within --wait seconds.
 """
@@ -51,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--wait", type=float, metavar="S",
         help="wait up to S seconds for the result and print it as JSON",
+    )
+    parser.add_argument(
+        "--stream", action="store_true",
+        help="print a generative model's tokens as they arrive (params.stream is true)",
     )
     parser.set_defaults(func=run)
 
@@ -86,6 +93,8 @@ async def _submit(
 ) -> int:
     encoding = Encoding.JSON if args.json else Encoding.MSGPACK
     try:
+        if getattr(args, "stream", False):
+            params = {**(params or {}), "stream": True}
         async with Producer(settings, encoding) as producer:
             request_id = await producer.submit(
                 args.model, inputs, params=params, timeout_ms=args.deadline_ms
@@ -96,10 +105,31 @@ async def _submit(
     except InferpoolError as error:
         print(f"inferpool submit: error: {error.code}: {error}", file=sys.stderr)
         return EXIT_FAILED
+    if getattr(args, "stream", False):
+        return await _stream(settings, request_id, args.wait or DEFAULT_STREAM_WAIT_S)
     if args.wait is None:
         print(request_id)
         return EXIT_OK
     return await _wait(settings, request_id, args.wait)
+
+
+async def _stream(settings: InferpoolSettings, request_id: str, timeout_s: float) -> int:
+    from inferpool.protocol import ResultKeys, ResultRecord
+    from inferpool_app.streaming import print_stream
+    from results.reader import ResultReader
+
+    try:
+        async with ResultReader(settings.redis, ResultKeys(settings.result_key_prefix)) as reader:
+            record: ResultRecord = await print_stream(reader.stream(request_id, timeout_s))
+    except ResultTimeout:
+        print(f"\ninferpool submit: no result for request {request_id} within {timeout_s} s",
+              file=sys.stderr)
+        return EXIT_TIMEOUT
+    except InferpoolError as error:
+        print(f"\ninferpool submit: error: {error.code}: {error} (request {request_id})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if record.ok else EXIT_FAILED
 
 
 async def _wait(settings: InferpoolSettings, request_id: str, timeout_s: float) -> int:

@@ -129,9 +129,10 @@ def _workers(
 
 
 def _wait_until_joined(
-    logdir: Path, processes: list[subprocess.Popen[bytes]], timeout_s: float = 60.0
+    logdir: Path, processes: list[subprocess.Popen[bytes]], timeout_s: float = 300.0
 ) -> None:
-    """Wait until every worker has logged its first partition assignment."""
+    """Wait until every worker has logged its first partition assignment (loading a
+    language model and checking its precisions takes a while on 2 cores)."""
     deadline = time.monotonic() + timeout_s
     pending = set(range(len(processes)))
     while pending:

@@ -1,16 +1,18 @@
 """ResultReader and SyncResultReader: the Redis result store as a client uses it.
 
-``ResultReader`` is async (``get``, ``wait``, ``wait_many``); ``SyncResultReader`` offers
-the same calls, blocking, for code without an event loop.
+``ResultReader`` is async (``get``, ``wait``, ``wait_many``, and for generations
+``stream``, ``read_stream``, ``request_cancel``); ``SyncResultReader`` offers the same
+calls, blocking, for code without an event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from types import TracebackType
 from typing import Self
 
 from inferpool.protocol import ResultKeys, ResultRecord
+from inferpool.protocol.generation import StreamEntry
 from inferpool.settings import RedisSettings
 from inferpool.sync import SyncBridge
 from results.redis_store import DEFAULT_POLL_INTERVAL_S, RedisResultStore
@@ -67,3 +69,27 @@ class SyncResultReader:
 
     async def _collect(self, request_ids: list[str], timeout_s: float) -> list[ResultRecord]:
         return [record async for record in self._bridge.service.wait_many(request_ids, timeout_s)]
+
+    def stream(
+        self, request_id: str, timeout_s: float, after: str = "0"
+    ) -> Iterator[StreamEntry | ResultRecord]:
+        """A generation's ``tokens`` / ``restart`` entries as they come, then its result."""
+        entries = self._bridge.service.stream(request_id, timeout_s, after)
+        try:
+            while True:
+                try:
+                    yield self._bridge.call(_next(entries))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._bridge.call(entries.aclose())
+
+    def request_cancel(self, request_id: str) -> None:
+        """Ask the worker running this generation to stop it."""
+        self._bridge.call(self._bridge.service.request_cancel(request_id))
+
+
+async def _next(
+    entries: AsyncGenerator[StreamEntry | ResultRecord, None],
+) -> StreamEntry | ResultRecord:
+    return await entries.__anext__()

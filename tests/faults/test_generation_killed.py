@@ -3,11 +3,10 @@ request is answered once, by the partition's next owner, and its stream says it 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
-import uuid
-
 from aiokafka.partitioner import murmur2
 from fleet import Fleet, assignment, wait_until, worker_id
 from pool_helpers import WorkerProcess, reader_for
