@@ -71,6 +71,9 @@ class GenerationMetrics:
                            ["model", "precision", "stat"], registry=r)
         self.steps = Counter("inferpool_generation_steps", "Decode/prefill steps run",
                              ["model"], registry=r)
+        self.compute = Counter("inferpool_generation_compute_seconds",
+                               "Model time of the steps, by phase", ["model", "phase"],
+                               registry=r)
 
     def step(self, model: str, running: int, waiting: int, used: int, capacity: int,
              allocated_bytes: int) -> None:
@@ -79,6 +82,10 @@ class GenerationMetrics:
         self.waiting.labels(model).set(waiting)
         self.kv_cache_usage.labels(model).set(used / capacity if capacity else 0.0)
         self.kv_cache_bytes.labels(model).set(allocated_bytes)
+
+    def computed(self, model: str, prefill_s: float, decode_s: float) -> None:
+        self.compute.labels(model, "prefill").inc(prefill_s)
+        self.compute.labels(model, "decode").inc(decode_s)
 
     def token(self, model: str, first_token_s: float | None, gap_s: float | None) -> None:
         self.tokens.labels(model).inc()

@@ -81,6 +81,12 @@ def one_at_a_time(model: GenerativeModel, count: int, new: int) -> dict[str, flo
             "ttft_p99": quantile(ttfts, 0.99)}
 
 
+def compute_seconds(worker: Worker) -> dict[str, float]:
+    """The step engine's model time so far, by phase (its metrics)."""
+    counter = worker.metrics.generation.compute
+    return {phase: counter.labels("smollm2", phase)._value.get() for phase in ("prefill", "decode")}
+
+
 async def through_pool(settings: InferpoolSettings, count: int, new: int) -> dict[str, float]:
     params = {"raw": True, "max_new_tokens": new, "stop": "NEVER", "stream": True}
     keys = ResultKeys(settings.result_key_prefix)
@@ -124,18 +130,26 @@ async def main(args: argparse.Namespace) -> None:
             dead_letter_topic="bench.dead", metrics_port=0, request_topic_partitions=1,
             **TANSU_CLIENT_SETTINGS,  # type: ignore[arg-type]
         )
+        profiles: list[str] = []
         async with Worker(settings, ModelRegistry([model])) as worker:
             await asyncio.wait_for(worker.assigned.wait(), 60)
             await through_pool(settings, 1, 4)  # warm
             for c in args.concurrency:
                 limit = static_batch(model, c, args.new_tokens)
+                before, started = compute_seconds(worker), time.perf_counter()
+                pool = await through_pool(settings, c, args.new_tokens)
+                wall, after = time.perf_counter() - started, compute_seconds(worker)
+                busy = {k: (after[k] - before[k]) / wall for k in after}
+                profiles.append(f"pool at {c}: model busy {busy['decode']:.0%} decoding + "
+                                f"{busy['prefill']:.0%} prefilling of the wall time")
                 figures: dict[str, Any] = {
-                    "pool": await through_pool(settings, c, args.new_tokens),
+                    "pool": pool,
                     "static generate()": limit,
                     "one at a time": one_at_a_time(model, c, args.new_tokens),
                 }
                 for name, values in figures.items():
                     print(row(name, c, values, limit), flush=True)
+    print("\n" + "\n".join(profiles))
 
 
 if __name__ == "__main__":

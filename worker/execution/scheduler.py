@@ -130,6 +130,13 @@ class Scheduler:
 
     # --- queued requests -----------------------------------------------------------------
 
+    def take_expired(self, now: float) -> list[PendingRequest]:
+        """Queued requests whose deadline has passed: they are never run."""
+        expired = [r for r in [*self.waiting, *self.suspects] if r.expired(now)]
+        if expired:
+            self.discard(lambda r: r.expired(now))
+        return expired
+
     def take_waiting(self, count: int) -> list[PendingRequest]:
         return [self.waiting.popleft() for _ in range(min(count, len(self.waiting)))]
 

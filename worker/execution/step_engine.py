@@ -41,7 +41,7 @@ from worker.request import Answer, PendingRequest
 
 log = get_logger("worker.step_engine")
 
-CANCEL_POLL_S = 0.1
+CANCEL_POLL_S = 0.1  # also how often queued requests are checked for expiry
 IDLE_WAKE_S = 0.5
 
 
@@ -132,6 +132,7 @@ class StepEngine(Service):
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._streams.run(), name="inferpool-streams")
+        watcher = asyncio.create_task(self._watch_cancels(), name="inferpool-cancels")
         try:
             while True:
                 self._arrived.clear()
@@ -144,8 +145,9 @@ class StepEngine(Service):
                 await self._idle()
             await asyncio.gather(*self._settling)
         finally:
+            watcher.cancel()
             self._streams.close()
-            await asyncio.gather(writer, return_exceptions=True)
+            await asyncio.gather(writer, watcher, return_exceptions=True)
             for task in self._settling:
                 task.cancel()
 
@@ -157,12 +159,10 @@ class StepEngine(Service):
     async def _between_steps(self) -> None:
         now = time.monotonic()
         await self._start_waiting(now)
-        if now >= self._next_cancel_poll and self._scheduler.running:
+        if now >= self._next_cancel_poll:  # every CANCEL_POLL_S
             self._next_cancel_poll = now + CANCEL_POLL_S
-            running = self._scheduler.running
-            flags = await self._publish.cancel_requested([s.id for s in running])
-            for sequence, cancelled in zip(running, flags, strict=True):
-                sequence.cancel_requested = sequence.cancel_requested or cancelled
+            expired = self._scheduler.take_expired(now)
+            self._settle_later([self._answers.settles_expired(r) for r in expired], [])
         finished = []
         for sequence in self._scheduler.running:
             if sequence.finish is None and (sequence.duplicate or sequence.cancel_requested):
@@ -172,6 +172,21 @@ class StepEngine(Service):
             if sequence.finish is not None:
                 finished.append(sequence)
         self._retire(finished)
+
+    async def _watch_cancels(self) -> None:
+        """Every CANCEL_POLL_S, the cancel flags of the running sequences (off the step
+        loop: a step never waits on Redis for them)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            ids = list(self._by_id)
+            if not ids:
+                continue
+            flags = await self._publish.cancel_requested(ids)
+            for request_id, cancelled in zip(ids, flags, strict=True):
+                sequence = self._by_id.get(request_id)
+                if cancelled and sequence is not None:
+                    sequence.cancel_requested = True
+                    self._arrived.set()
 
     async def _start_waiting(self, now: float) -> None:
         scheduler = self._scheduler
@@ -208,6 +223,7 @@ class StepEngine(Service):
         plan = self._scheduler.plan()
         outcome = await self._in_thread(run_step, self._model, self._cache, plan)
         assert isinstance(outcome, StepOutcome)
+        self._metrics.computed(self._model.name, outcome.prefill_s, outcome.decode_s)
         now = time.monotonic()
         finished: list[Generation] = []
         for sequence, token in outcome.tokens:
