@@ -10,6 +10,7 @@ worker-side method is one Redis command for its whole batch (a script of
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from redis.asyncio import Redis
@@ -17,7 +18,14 @@ from redis.commands.core import AsyncScript
 
 from inferpool.errors import ConfigurationError
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultKeys, ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol import (
+    ErrorInfo,
+    ResultKeys,
+    ResultRecord,
+    ResultStatus,
+    decode_result,
+    encode_or_explain,
+)
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
 from results import scripts
@@ -26,6 +34,7 @@ from results.store import Lookup, ResultStore, lookup_of
 from results.waiting import RedisWaiter, many_timeout
 
 DEFAULT_TTL_S = 3600
+PROBE_TTL_S = 5
 DEFAULT_POLL_INTERVAL_S = 1.0
 
 
@@ -75,30 +84,58 @@ class RedisResultStore(ResultStore):
 
     # --- the worker's side -----------------------------------------------------------------
 
-    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
-        """Each result ``SET NX EX``, its done channel told, its attempt count dropped
-        (answered: no longer a suspect), in one script. No retry loop: on
+    async def check_access(self) -> None:
+        """Send each command the worker needs once, on probe keys that expire in seconds,
+        then each script: a missing permission is named (Redis names the command)."""
+        client, keys = self._client(), self._keys
+        probe = f"inferpool-access-check-{secrets.token_hex(6)}"
+        record = ResultRecord(id=probe, status=ResultStatus.ERROR,
+                              error=ErrorInfo("access_check", "a worker's start-up check"))
+        with store_errors("the worker's start-up access check"):
+            await client.set(keys.result(probe), record.encode(), nx=True, ex=PROBE_TTL_S)
+            await client.publish(keys.done_channel(probe), "1")
+            await client.incrby(keys.attempts(probe), 2)
+            await client.expire(keys.attempts(probe), PROBE_TTL_S)
+            await client.execute_command("DECR", keys.attempts(probe))  # as the script does
+            await client.delete(keys.attempts(probe))
+            await self._scripts["count"](keys=[keys.attempts(probe)], args=[2, PROBE_TTL_S])
+            await self._scripts["accept"](
+                keys=[keys.accepted(probe), keys.attempts(probe)], args=[PROBE_TTL_S, 1]
+            )
+            await self._scripts["store"](
+                keys=[keys.result(probe), keys.attempts(probe)],
+                args=[PROBE_TTL_S, 1, record.encode(), keys.done_channel(probe)],
+            )
+
+    async def write(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
+        """Each result ``SET NX EX`` and its done channel told, the attempt counters of the
+        ``settled`` records deleted, in one script. No retry loop: on
         ResultStoreUnavailable the caller retries (a result already stored stays)."""
         self._require_started()
-        if not results:
+        if not results and not settled:
             return 0
-        keys: list[str] = []
-        args: list[bytes | str | int] = [self._ttl_s]
-        for record, encoding in results:
-            keys += [self._keys.result(record.id), self._keys.attempts(record.id)]
-            args += [encode_or_explain(record, encoding), self._keys.done_channel(record.id)]
+        keys = [self._keys.result(record.id) for record, _ in results]
+        keys += [self._keys.attempts(record_id) for record_id in settled]
+        args: list[bytes | str | int] = [self._ttl_s, len(results)]
+        args += [encode_or_explain(record, encoding) for record, encoding in results]
+        args += [self._keys.done_channel(record.id) for record, _ in results]
         with store_errors("result write"):
             written = int(await self._scripts["store"](keys=keys, args=args))
         self._log.debug("results.written", results=len(results), new=written)
         return written
 
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+    async def mark_accepted(
+        self, request_ids: Sequence[str], released: Sequence[str] = ()
+    ) -> None:
         self._require_started()
-        if not request_ids:
+        if not request_ids and not released:
             return
         keys = [self._keys.accepted(request_id) for request_id in request_ids]
+        keys += [self._keys.attempts(record_id) for record_id in released]
         with store_errors("accepted marker write"):
-            await self._scripts["accept"](keys=keys, args=[self._ttl_s])
+            await self._scripts["accept"](keys=keys, args=[self._ttl_s, len(request_ids)])
         self._log.debug("results.accepted", requests=len(request_ids))
 
     async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:

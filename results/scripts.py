@@ -13,31 +13,41 @@ A batch's keys span many hash slots, so these scripts need a single Redis primar
 
 from __future__ import annotations
 
-#: KEYS = result key, attempts key (per request, in that order);
-#: ARGV = ttl_s, then per request its encoded result and its done channel.
+#: KEYS = the result key of each of n results, then the attempts keys to delete;
+#: ARGV = ttl_s, n, then each result's encoded value, then each result's done channel.
 #: Returns how many results were new.
 STORE_RESULTS = """
 local ttl = ARGV[1]
+local n = tonumber(ARGV[2])
 local written = 0
-for i = 1, #KEYS, 2 do
-  if redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'EX', ttl) then
+for i = 1, n do
+  if redis.call('SET', KEYS[i], ARGV[2 + i], 'NX', 'EX', ttl) then
     written = written + 1
   end
-  redis.call('PUBLISH', ARGV[i + 2], '1')
-  redis.call('DEL', KEYS[i + 1])
+  redis.call('PUBLISH', ARGV[2 + n + i], '1')
+end
+for i = n + 1, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 return written
 """
 
-#: KEYS = one 'accepted' key per request; ARGV = ttl_s. Returns nothing.
+#: KEYS = n 'accepted' keys, then attempts keys to decrement; ARGV = ttl_s, n.
+#: Returns nothing.
 MARK_ACCEPTED = """
-for i = 1, #KEYS do
+local n = tonumber(ARGV[2])
+for i = 1, n do
   redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1])
+end
+for i = n + 1, #KEYS do
+  if redis.call('DECR', KEYS[i]) <= 0 then
+    redis.call('DEL', KEYS[i])
+  end
 end
 return 0
 """
 
-#: KEYS = one attempts key per request; ARGV = delta, ttl_s. Returns each new count.
+#: KEYS = one attempts key per record; ARGV = delta, ttl_s. Returns each new count.
 COUNT_ATTEMPTS = """
 local counts = {}
 for i = 1, #KEYS do

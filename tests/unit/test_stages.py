@@ -166,7 +166,8 @@ async def test_an_expired_request_is_answered_expired_without_running() -> None:
 async def test_a_request_past_max_attempts_is_poison_and_never_runs() -> None:
     model = Recording()
     kit = StageKit(model, max_attempts=2)
-    kit.store.attempts.update({"killer": 2, "suspect": 1})  # earlier runs that never ended
+    # earlier runs of offsets 0 and 1 never ended
+    kit.store.attempts.update({"requests/0/0": 2, "requests/0/1": 1})
     async with kit.running(fetching=False):
         kit.engine.admit([pending(kit, "killer", "k"), pending(kit, "suspect", "s", offset=1),
                           pending(kit, "fresh", "f", offset=2)])

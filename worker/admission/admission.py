@@ -21,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from inferpool.logs import get_logger
-from inferpool.protocol import now_ms
+from inferpool.protocol import id_from_key, now_ms
+from inferpool.protocol.wire import Encoding
 from worker.admission.intake import Intake
 from worker.admission.preparation import Preparation
-from worker.answers import Answers
+from worker.answers import Answers, poison_error
 from worker.engine import Engine
-from worker.offsets import OffsetTracker, TopicPartition
+from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
 from worker.request import Answer, KafkaRecord, PendingRequest, Rejection
 from worker.result_sink import ResultSink
 
@@ -35,6 +36,9 @@ log = get_logger("worker.admission")
 FETCH_TIMEOUT_MS = 100
 MAX_FETCH_RECORDS = 2000
 BACKPRESSURE_POLL_S = 1.0
+#: Counting a chunk's attempts may not hold the fetch loop longer than this (the store may
+#: be down: the chunk is then admitted uncounted).
+ATTEMPT_COUNT_TIMEOUT_S = 2.0
 
 
 class RecordSource(Protocol):
@@ -69,6 +73,7 @@ class Admission:
         preparing: Counter[TopicPartition],
         max_inflight_requests: int,
         max_inflight_bytes: int,
+        max_attempts: int,
     ) -> None:
         self._consumer = consumer
         self._tracker = tracker
@@ -80,6 +85,7 @@ class Admission:
         self._answers = answers
         self._max_requests = max_inflight_requests
         self._max_bytes = max_inflight_bytes
+        self._max_attempts = max_attempts
         self._preparing = preparing  # records in preparation, by partition (rebalances read it)
         self._marking: set[asyncio.Task[None]] = set()
         self.fetching = True
@@ -115,24 +121,51 @@ class Admission:
         await asyncio.gather(*self._marking, return_exceptions=True)
 
     async def admit(self, records: Sequence[KafkaRecord]) -> None:
+        """Track, count, read, prepare and hand over one fetched chunk.
+
+        Every record's attempts are counted before anything can crash on it (decode,
+        validate, prepare, cost) and released once it is handed over, so a record that kills
+        its worker while being admitted is caught like one that kills it while running: a
+        record seen again is a suspect (read and prepared alone), and past
+        ``max_attempts`` it is refused unread as poison."""
         now_monotonic, wall_ms = time.monotonic(), now_ms()
+        tokens = [
+            self._tracker.track(TopicPartition(r.topic, r.partition), r.offset, len(r.value or b""))
+            for r in records
+        ]
+        counts = await self._sink.count_attempts_now(
+            [token.record_id for token in tokens], ATTEMPT_COUNT_TIMEOUT_S
+        )
         rejections: list[Rejection] = []
         admitted: list[PendingRequest] = []
-        for record in records:
-            token = self._tracker.track(
-                TopicPartition(record.topic, record.partition), record.offset,
-                len(record.value or b""),
-            )
+        suspects: list[PendingRequest] = []
+        for record, token, count in zip(records, tokens, counts or [1] * len(tokens), strict=True):
+            if count > self._max_attempts:
+                rejections.append(self._poison(record, token, count - 1))
+                continue
             outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
             else:
-                admitted.append(outcome)
-        if admitted:
-            admitted, unprepared = await self._prepared(admitted)
-            rejections += unprepared
-        self._hand_over(admitted)
+                (suspects if count > 1 else admitted).append(outcome)
         self._settlement.settle_soon([self._answers.settles_rejected(r) for r in rejections])
+        await self._prepare_and_hand_over(admitted, counted=counts is not None)
+        for suspect in suspects:  # alone: if it kills this worker, nothing else is blamed
+            await self._prepare_and_hand_over([suspect], counted=True)
+
+    async def _prepare_and_hand_over(self, requests: list[PendingRequest], counted: bool) -> None:
+        if not requests:
+            return
+        ready, unprepared = await self._prepared(requests)
+        self._settlement.settle_soon([self._answers.settles_rejected(r) for r in unprepared])
+        released = [r.token.record_id for r in ready] if counted else []
+        self._hand_over(ready, released)
+
+    def _poison(self, record: KafkaRecord, token: OffsetToken, attempts: int) -> Rejection:
+        log.warning("request.poison", partition=record.partition, offset=record.offset,
+                    attempts=attempts, stage="admission")
+        return Rejection(record, token, id_from_key(record.key),
+                         poison_error(attempts, self._max_attempts), Encoding.MSGPACK)
 
     async def _prepared(
         self, requests: list[PendingRequest]
@@ -144,7 +177,7 @@ class Admission:
         finally:
             self._preparing.subtract(held)
 
-    def _hand_over(self, requests: list[PendingRequest]) -> None:
+    def _hand_over(self, requests: list[PendingRequest], released: list[str]) -> None:
         """Each request to its engine, unless its partition was revoked meanwhile: then the
         partition's next owner runs it, and this worker lets it go."""
         by_engine: dict[int, tuple[Engine, list[PendingRequest]]] = {}
@@ -157,8 +190,8 @@ class Admission:
         for engine, group in by_engine.values():
             engine.admit(group)
         handed = [request.id for _, group in by_engine.values() for request in group]
-        if handed:
-            task = asyncio.create_task(self._sink.mark_accepted(handed))
+        if handed or released:
+            task = asyncio.create_task(self._sink.mark_accepted(handed, released))
             self._marking.add(task)
             task.add_done_callback(self._marking.discard)
 

@@ -38,6 +38,7 @@ class BatchEngine(Service):
         settlement: Settle,
         answers: Answers,
         metrics: WorkerMetrics,
+        stage_timeout_s: float | None = None,
     ) -> None:
         self._registry = registry
         self._batcher = batcher
@@ -45,7 +46,7 @@ class BatchEngine(Service):
         self._settlement = settlement
         self._answers = answers
         self._metrics = metrics
-        self._runner = ModelRunner()
+        self._runner = ModelRunner(stage_timeout_s)
         self._arrived = asyncio.Event()
         self._draining = False
 
