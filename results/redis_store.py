@@ -96,7 +96,9 @@ class RedisResultStore(ResultStore):
             await client.publish(keys.done_channel(probe), "1")
             await client.incrby(keys.attempts(probe), 2)
             await client.expire(keys.attempts(probe), PROBE_TTL_S)
-            await client.execute_command("DECR", keys.attempts(probe))  # as the script does
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                "DECR", keys.attempts(probe)  # as the script does (redis-py's decr is DECRBY)
+            )
             await client.delete(keys.attempts(probe))
             await self._scripts["count"](keys=[keys.attempts(probe)], args=[2, PROBE_TTL_S])
             await self._scripts["accept"](
