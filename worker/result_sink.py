@@ -76,6 +76,14 @@ class ResultSink:
                         records=len(record_ids))
             return None
 
+    async def release_now(self, record_ids: Sequence[str], timeout_s: float) -> None:
+        """Take one attempt off each record, now; bounded by ``timeout_s`` (best effort)."""
+        try:
+            await asyncio.wait_for(self._store.mark_accepted([], record_ids), timeout_s)
+        except (ResultStoreUnavailable, TimeoutError) as error:
+            log.warning("results.attempt_release_skipped", error=str(error) or "timeout",
+                        records=len(record_ids))
+
     async def mark_accepted(self, request_ids: Sequence[str], released: Sequence[str] = ()) -> None:
         """Best effort: a missing marker only makes a pending request look unknown, and an
         attempt not released only makes its record a suspect (run alone) next time."""

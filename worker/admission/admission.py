@@ -125,10 +125,12 @@ class Admission:
 
         Every record's attempts are counted before anything can crash on it (decode,
         validate, prepare, cost) and released once it is handed over, so a record that kills
-        its worker while being admitted is caught like one that kills it while running: a
-        record seen again is a suspect (read and prepared alone), and past
-        ``max_attempts`` it is refused unread as poison."""
-        now_monotonic, wall_ms = time.monotonic(), now_ms()
+        its worker while being admitted is caught like one that kills it while running. A
+        record seen before (a suspect) is not blamed for its neighbours: its chunk count is
+        taken back, and once the others are done it goes through the whole worker alone —
+        counted, read, prepared, run and settled with nothing else in any stage — so a crash
+        then is its own; past ``max_attempts`` it is refused unread, as poison."""
+        now = (time.monotonic(), now_ms())
         tokens = [
             self._tracker.track(TopicPartition(r.topic, r.partition), r.offset, len(r.value or b""))
             for r in records
@@ -136,30 +138,58 @@ class Admission:
         counts = await self._sink.count_attempts_now(
             [token.record_id for token in tokens], ATTEMPT_COUNT_TIMEOUT_S
         )
+        if counts is None:  # the store did not answer: admitted uncounted
+            await self._admit_group(list(zip(records, tokens, strict=True)), now, counted=False)
+            return
+        first = [(r, t) for r, t, count in zip(records, tokens, counts, strict=True) if count <= 1]
+        suspects = [(r, t) for r, t, count in zip(records, tokens, counts, strict=True)
+                    if count > 1]
+        if suspects:
+            await self._sink.release_now([t.record_id for _, t in suspects],
+                                         ATTEMPT_COUNT_TIMEOUT_S)
+        await self._admit_group(first, now, counted=True)
+        for record, token in suspects:  # alone: if it kills this worker, nothing else is blamed
+            await self._quiet()
+            count = await self._sink.count_attempts_now([token.record_id],
+                                                        ATTEMPT_COUNT_TIMEOUT_S)
+            if count is not None and count[0] > self._max_attempts:
+                poison = self._poison(record, token, count[0] - 1)
+                self._settlement.settle_soon([self._answers.settles_rejected(poison)])
+                continue
+            await self._admit_group([(record, token)], now, counted=count is not None)
+            await self._quiet()  # ... until it is settled: it ran with nothing beside it
+
+    async def _quiet(self) -> None:
+        """Until no engine has anything queued or running."""
+        for engine in dict.fromkeys(self._engines.values()):
+            await engine.idle()
+
+    async def _admit_group(
+        self,
+        group: list[tuple[KafkaRecord, OffsetToken]],
+        now: tuple[float, int],
+        counted: bool,
+    ) -> None:
+        """Intake, preparation and hand-over of ``group``. Its attempts are released before
+        anything of it can start in an engine (which counts its own attempt at running), so
+        a crash later never blames a record twice."""
         rejections: list[Rejection] = []
         admitted: list[PendingRequest] = []
-        suspects: list[PendingRequest] = []
-        for record, token, count in zip(records, tokens, counts or [1] * len(tokens), strict=True):
-            if count > self._max_attempts:
-                rejections.append(self._poison(record, token, count - 1))
-                continue
-            outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
+        for record, token in group:
+            outcome = self._intake.admit(record, token, *now)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
             else:
-                (suspects if count > 1 else admitted).append(outcome)
+                admitted.append(outcome)
+        ready: list[PendingRequest] = []
+        if admitted:
+            ready, unprepared = await self._prepared(admitted)
+            rejections += unprepared
         self._settlement.settle_soon([self._answers.settles_rejected(r) for r in rejections])
-        await self._prepare_and_hand_over(admitted, counted=counts is not None)
-        for suspect in suspects:  # alone: if it kills this worker, nothing else is blamed
-            await self._prepare_and_hand_over([suspect], counted=True)
-
-    async def _prepare_and_hand_over(self, requests: list[PendingRequest], counted: bool) -> None:
-        if not requests:
-            return
-        ready, unprepared = await self._prepared(requests)
-        self._settlement.settle_soon([self._answers.settles_rejected(r) for r in unprepared])
-        released = [r.token.record_id for r in ready] if counted else []
-        self._hand_over(ready, released)
+        if counted and ready:
+            await self._sink.release_now([r.token.record_id for r in ready],
+                                         ATTEMPT_COUNT_TIMEOUT_S)
+        self._hand_over(ready)
 
     def _poison(self, record: KafkaRecord, token: OffsetToken, attempts: int) -> Rejection:
         log.warning("request.poison", partition=record.partition, offset=record.offset,
@@ -177,7 +207,7 @@ class Admission:
         finally:
             self._preparing.subtract(held)
 
-    def _hand_over(self, requests: list[PendingRequest], released: list[str]) -> None:
+    def _hand_over(self, requests: list[PendingRequest]) -> None:
         """Each request to its engine, unless its partition was revoked meanwhile: then the
         partition's next owner runs it, and this worker lets it go."""
         by_engine: dict[int, tuple[Engine, list[PendingRequest]]] = {}
@@ -190,8 +220,8 @@ class Admission:
         for engine, group in by_engine.values():
             engine.admit(group)
         handed = [request.id for _, group in by_engine.values() for request in group]
-        if handed or released:
-            task = asyncio.create_task(self._sink.mark_accepted(handed, released))
+        if handed:  # best effort, off the fetch loop
+            task = asyncio.create_task(self._sink.mark_accepted(handed))
             self._marking.add(task)
             task.add_done_callback(self._marking.discard)
 
