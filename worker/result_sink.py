@@ -76,13 +76,16 @@ class ResultSink:
                         records=len(record_ids))
             return None
 
-    async def release_now(self, record_ids: Sequence[str], timeout_s: float) -> None:
-        """Take one attempt off each record, now; bounded by ``timeout_s`` (best effort)."""
+    async def accept_now(
+        self, request_ids: Sequence[str], released: Sequence[str], timeout_s: float
+    ) -> None:
+        """Mark requests accepted and take one attempt off each released record, now;
+        bounded by ``timeout_s`` (best effort)."""
         try:
-            await asyncio.wait_for(self._store.mark_accepted([], record_ids), timeout_s)
+            await asyncio.wait_for(self._store.mark_accepted(request_ids, released), timeout_s)
         except (ResultStoreUnavailable, TimeoutError) as error:
-            log.warning("results.attempt_release_skipped", error=str(error) or "timeout",
-                        records=len(record_ids))
+            log.warning("results.accept_skipped", error=str(error) or "timeout",
+                        requests=len(request_ids), records=len(released))
 
     async def mark_accepted(self, request_ids: Sequence[str], released: Sequence[str] = ()) -> None:
         """Best effort: a missing marker only makes a pending request look unknown, and an

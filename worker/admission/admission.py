@@ -145,8 +145,8 @@ class Admission:
         suspects = [(r, t) for r, t, count in zip(records, tokens, counts, strict=True)
                     if count > 1]
         if suspects:
-            await self._sink.release_now([t.record_id for _, t in suspects],
-                                         ATTEMPT_COUNT_TIMEOUT_S)
+            await self._sink.accept_now([], [t.record_id for _, t in suspects],
+                                        ATTEMPT_COUNT_TIMEOUT_S)
         await self._admit_group(first, now, counted=True)
         for record, token in suspects:  # alone: if it kills this worker, nothing else is blamed
             await self._quiet()
@@ -186,9 +186,15 @@ class Admission:
             ready, unprepared = await self._prepared(admitted)
             rejections += unprepared
         self._settlement.settle_soon([self._answers.settles_rejected(r) for r in rejections])
-        if counted and ready:
-            await self._sink.release_now([r.token.record_id for r in ready],
-                                         ATTEMPT_COUNT_TIMEOUT_S)
+        if not ready:
+            return
+        if counted:  # markers and releases in one round trip, before anything can start
+            await self._sink.accept_now([r.id for r in ready], [r.token.record_id for r in ready],
+                                        ATTEMPT_COUNT_TIMEOUT_S)
+        else:  # the store did not answer: markers are best effort, off the fetch loop
+            task = asyncio.create_task(self._sink.mark_accepted([r.id for r in ready]))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
         self._hand_over(ready)
 
     def _poison(self, record: KafkaRecord, token: OffsetToken, attempts: int) -> Rejection:
@@ -219,11 +225,6 @@ class Admission:
             by_engine.setdefault(id(engine), (engine, []))[1].append(request)
         for engine, group in by_engine.values():
             engine.admit(group)
-        handed = [request.id for _, group in by_engine.values() for request in group]
-        if handed:  # best effort, off the fetch loop
-            task = asyncio.create_task(self._sink.mark_accepted(handed))
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition: the broker's end offset less the first offset not yet

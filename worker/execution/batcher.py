@@ -73,11 +73,13 @@ class _ModelQueue:
 
 
 def _fits(costs: list[int], lo: int, hi: int, limits: BatchLimits) -> bool:
+    """Whether the requests ``lo..hi`` of ``costs`` (sorted ascending, so the largest is
+    ``costs[hi]``) fit in one batch."""
     count = hi - lo + 1
     if count > limits.max_batch_size:
         return False
     tokens = limits.max_batch_tokens
-    return tokens is None or count == 1 or max(costs[lo : hi + 1]) * count <= tokens
+    return tokens is None or count == 1 or costs[hi] * count <= tokens
 
 
 def shape(window: list[tuple[int, PendingRequest]], limits: BatchLimits) -> list[int]:
