@@ -328,3 +328,21 @@ async def test_a_hung_batch_fails_the_engine_with_stage_hung() -> None:
             await asyncio.wait_for(kit.engine.run(), 10)
         model.open.set()
     assert kit.store.record("stuck") is None and kit.tracker.committable() == {}
+
+
+async def test_requests_that_arrive_while_the_model_is_busy_form_one_batch() -> None:
+    model = Gate()
+    kit = StageKit(model, max_batch_size=32, max_wait_s=0.005)
+    async with kit.store, kit.engine, kit.preparation:
+        loop = asyncio.create_task(kit.engine.run())
+        kit.engine.admit([pending(kit, "first", 0)])
+        await asyncio.to_thread(model.entered.wait, 5)
+        for index in range(1, 11):  # trickling in, each waiting past max_wait, model busy
+            kit.engine.admit([pending(kit, f"later-{index}", index, offset=index)])
+            await asyncio.sleep(0.01)
+        assert kit.engine.queued() == 10, "nothing closed while the model was busy"
+        model.open.set()
+        found = await kit.results([f"later-{i}" for i in range(1, 11)])
+        kit.engine.drain()
+        await asyncio.wait_for(loop, 5)
+    assert {record.batch_size for record in found.values()} == {10}
