@@ -1,10 +1,12 @@
-"""RedisResultStore: the ResultStore on one Redis primary (standalone or Sentinel-managed).
+"""RedisResultStore: the ResultStore on Redis: one primary (standalone or found through
+Sentinel) or a Redis Cluster, whichever ``INFERPOOL_REDIS_URL`` names (``results.connect``).
 
 Each result is written once (``SET NX``, with a TTL) under ``ResultKeys.result(id)``; a
 second write for the same id never replaces the first. After the write the id's done
-channel gets a ``PUBLISH``: a hint for waiting readers, the key stays the truth. Every
-worker-side method is one Redis command for its whole batch (a script of
-``results.scripts``).
+channel is told (``PUBLISH``, or ``SPUBLISH`` on a Redis >= 7 cluster): a hint for waiting
+readers, the key stays the truth. Every worker-side method is one script of
+``results.scripts`` for its whole batch: one command on a primary, one per node touched on
+a cluster (``results.cluster``).
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-
 from inferpool.errors import ConfigurationError
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultKeys, ResultRecord, decode_result, encode_or_explain
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
 from results import scripts
-from results.redis_client import open_redis, store_errors
+from results.connect import connect
+from results.redis_client import store_errors
 from results.store import Lookup, ResultStore, lookup_of
+from results.topology import BatchScript, Item, Topology
 from results.waiting import RedisWaiter, many_timeout
 
 DEFAULT_TTL_S = 3600
 DEFAULT_POLL_INTERVAL_S = 1.0
+
+STORE = BatchScript("store", scripts.STORE_RESULTS, scripts.CLUSTER_STORE_RESULTS)
+ACCEPT = BatchScript("accept", scripts.MARK_ACCEPTED, scripts.CLUSTER_MARK_ACCEPTED)
+COUNT = BatchScript("count", scripts.COUNT_ATTEMPTS, scripts.CLUSTER_COUNT_ATTEMPTS)
 
 
 class RedisResultStore(ResultStore):
@@ -48,72 +53,71 @@ class RedisResultStore(ResultStore):
         self._keys = keys
         self._ttl_s = ttl_s
         self._poll_interval_s = poll_interval_s
-        self._redis: Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self._topology: Topology | None = None
         self._log = get_logger("results.store")
 
     async def _start(self) -> None:
-        client = self._redis = open_redis(self._settings)
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("store", scripts.STORE_RESULTS),
-                ("accept", scripts.MARK_ACCEPTED),
-                ("count", scripts.COUNT_ATTEMPTS),
-            )
-        }
+        self._topology = connect(self._settings)
 
     async def _stop(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
+        topology, self._topology = self._topology, None
+        if topology is not None:
+            await topology.close()
 
-    def _client(self) -> Redis:
+    def _connected(self) -> Topology:
         self._require_started()
-        assert self._redis is not None
-        return self._redis
+        assert self._topology is not None
+        return self._topology
 
     # --- the worker's side -----------------------------------------------------------------
 
     async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
         """Each result ``SET NX EX``, its done channel told, its attempt count dropped
-        (answered: no longer a suspect), in one script. No retry loop: on
-        ResultStoreUnavailable the caller retries (a result already stored stays)."""
-        self._require_started()
+        (answered: no longer a suspect), by one script per node. No retry loop: on
+        ResultStoreUnavailable the caller retries (a result already stored stays; on a
+        cluster, the count of new ones then misses those a first try stored)."""
+        topology = self._connected()
         if not results:
             return 0
-        keys: list[str] = []
-        args: list[bytes | str | int] = [self._ttl_s]
-        for record, encoding in results:
-            keys += [self._keys.result(record.id), self._keys.attempts(record.id)]
-            args += [encode_or_explain(record, encoding), self._keys.done_channel(record.id)]
+        items = [
+            Item(
+                (self._keys.result(record.id), self._keys.attempts(record.id)),
+                (encode_or_explain(record, encoding), self._keys.done_channel(record.id)),
+            )
+            for record, encoding in results
+        ]
         with store_errors("result write"):
-            written = int(await self._scripts["store"](keys=keys, args=args))
+            groups = await topology.run(STORE, [self._ttl_s], items)
+        written = sum(int(group.reply) for group in groups)
         self._log.debug("results.written", results=len(results), new=written)
         return written
 
     async def mark_accepted(self, request_ids: Sequence[str]) -> None:
-        self._require_started()
+        topology = self._connected()
         if not request_ids:
             return
-        keys = [self._keys.accepted(request_id) for request_id in request_ids]
+        items = [Item((self._keys.accepted(request_id),)) for request_id in request_ids]
         with store_errors("accepted marker write"):
-            await self._scripts["accept"](keys=keys, args=[self._ttl_s])
+            await topology.run(ACCEPT, [self._ttl_s], items)
         self._log.debug("results.accepted", requests=len(request_ids))
 
     async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
-        self._require_started()
+        topology = self._connected()
         if not request_ids:
             return []
-        keys = [self._keys.attempts(request_id) for request_id in request_ids]
+        items = [Item((self._keys.attempts(request_id),)) for request_id in request_ids]
         with store_errors("attempt count"):
-            counts = await self._scripts["count"](keys=keys, args=[delta, self._ttl_s])
-        return [int(count) for count in counts]
+            groups = await topology.run(COUNT, [delta, self._ttl_s], items)
+        counts = [0] * len(request_ids)
+        for group in groups:
+            for index, count in zip(group.indexes, group.reply, strict=True):
+                counts[index] = int(count)
+        return counts
 
     # --- the client's side -----------------------------------------------------------------
 
     async def get(self, request_id: str) -> Lookup:
-        pipe = self._client().pipeline(transaction=False)
+        pipe = self._connected().client.pipeline(transaction=False)
         pipe.get(self._keys.result(request_id))
         pipe.exists(self._keys.accepted(request_id))
         with store_errors("result lookup"):
@@ -126,7 +130,7 @@ class RedisResultStore(ResultStore):
         """As ``ResultStore.wait_many``; at the end ResultStoreUnavailable instead of
         ResultTimeout when Redis was unreachable then."""
         ids = list(dict.fromkeys(request_ids))
-        waiter = RedisWaiter(self._client(), self._keys, ids, self._poll_interval_s, self._log)
+        waiter = RedisWaiter(self._connected(), self._keys, ids, self._poll_interval_s, self._log)
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             while waiter.remaining and (found := await waiter.next_results(deadline)) is not None:
