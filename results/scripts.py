@@ -66,6 +66,9 @@ CROSS_SLOT_HEADER = "#!lua flags=allow-cross-slot-keys\n"
 #: ARGV = ttl_s, then per request: result key, attempts key, encoded result, done channel.
 #: ``$publish`` is SPUBLISH (sharded pub/sub, Redis >= 7) or PUBLISH. Returns how many were new.
 CLUSTER_STORE_RESULTS = Template("""
+for i = 2, #ARGV, 4 do
+  redis.call('EXISTS', ARGV[i], ARGV[i + 1])
+end
 local ttl = ARGV[1]
 local written = 0
 for i = 2, #ARGV, 4 do
@@ -81,6 +84,9 @@ return written
 #: ARGV = ttl_s, then one 'accepted' key per request. Returns nothing.
 CLUSTER_MARK_ACCEPTED = Template("""
 for i = 2, #ARGV do
+  redis.call('EXISTS', ARGV[i])
+end
+for i = 2, #ARGV do
   redis.call('SET', ARGV[i], '1', 'NX', 'EX', ARGV[1])
 end
 return 0
@@ -88,6 +94,9 @@ return 0
 
 #: ARGV = delta, ttl_s, then one attempts key per request. Returns each new count.
 CLUSTER_COUNT_ATTEMPTS = Template("""
+for i = 3, #ARGV do
+  redis.call('EXISTS', ARGV[i])
+end
 local counts = {}
 for i = 3, #ARGV do
   counts[i - 2] = redis.call('INCRBY', ARGV[i], ARGV[1])
