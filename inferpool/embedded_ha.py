@@ -201,7 +201,7 @@ class EmbeddedSentinel:
 
     def __init__(self, service: str = "inferpool", down_after_ms: int = 1000) -> None:
         self.service = service
-        self.primary = EmbeddedRedis()
+        self.primary = ArgsRedis([])
         self.replica = ArgsRedis(["--replicaof", LOOPBACK, str(self.primary.port)])
         self.sentinel = SentinelProcess(service, self.primary.port, down_after_ms)
 

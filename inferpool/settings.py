@@ -180,6 +180,10 @@ class RedisSettings(BaseModel):
       sentinels' own, if they require one);
     - Redis Cluster: ``redis+cluster://[user:password@]n1:6379,n2:6379``: any reachable
       nodes of the cluster; the client learns the rest and follows MOVED/ASK.
+
+    ``wait_replicas`` > 0 (one primary only): a result counts as stored, and its offset may
+    be committed, only once that many replicas have it (``WAIT``, up to
+    ``wait_timeout_ms``; fewer is a retriable store error), so a failover cannot lose it.
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -188,12 +192,23 @@ class RedisSettings(BaseModel):
     sentinel_password: SecretStr | None = None
     ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_ms: int = Field(default=1000, gt=0)
 
     @field_validator("url")
     @classmethod
     def _url_form(cls, value: str) -> str:
         parse_redis_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _wait_on_one_primary(self) -> RedisSettings:
+        if self.wait_replicas and self.endpoints().kind == "cluster":
+            raise ValueError(
+                "redis.wait_replicas is supported on one primary (redis://, redis+sentinel://)"
+                ", not yet on Redis Cluster; set INFERPOOL_REDIS_WAIT_REPLICAS=0"
+            )
+        return self
 
     def endpoints(self) -> RedisEndpoints:
         """The URL's parts (``kind`` says which form it is)."""

@@ -18,4 +18,4 @@ from results.topology import Topology
 def connect(settings: RedisSettings) -> Topology:
     if settings.endpoints().kind == "cluster":
         return ClusterTopology(settings)
-    return SinglePrimary(open_redis(settings))
+    return SinglePrimary(open_redis(settings), settings.wait_replicas, settings.wait_timeout_ms)

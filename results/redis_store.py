@@ -29,7 +29,7 @@ from results.waiting import RedisWaiter, many_timeout
 DEFAULT_TTL_S = 3600
 DEFAULT_POLL_INTERVAL_S = 1.0
 
-STORE = BatchScript("store", scripts.STORE_RESULTS, scripts.CLUSTER_STORE_RESULTS)
+STORE = BatchScript("store", scripts.STORE_RESULTS, scripts.CLUSTER_STORE_RESULTS, True)
 ACCEPT = BatchScript("accept", scripts.MARK_ACCEPTED, scripts.CLUSTER_MARK_ACCEPTED)
 COUNT = BatchScript("count", scripts.COUNT_ATTEMPTS, scripts.CLUSTER_COUNT_ATTEMPTS)
 

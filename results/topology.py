@@ -32,6 +32,8 @@ class BatchScript:
     name: str
     single: str
     cluster: Template
+    #: Its writes must reach ``RedisSettings.wait_replicas`` replicas before it returns.
+    replicated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
