@@ -232,6 +232,14 @@ class EmbeddedSentinel:
                            self.service).split()
         return int(answer[1])
 
+    def rejoin_as_replica(self, timeout_s: float = 30.0) -> None:
+        """Start the (killed) first primary again as a replica of the promoted one, as an
+        operator would, and wait until it is in sync."""
+        self.primary.extra = [*self.primary.extra, "--replicaof", LOOPBACK, str(self.replica.port)]
+        self.primary.start()
+        wait_for(lambda: info_field(self.primary.port, "replication", "master_link_status")
+                 == "up", timeout_s, "the old primary to sync as a replica")
+
     def stop(self) -> None:
         for process in (self.sentinel, self.replica, self.primary):
             process.stop()

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 from invariants import FirstSeen, Ledger, judge, read_call_log, read_results
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from inferpool.embedded_ha import EmbeddedRedisCluster, EmbeddedSentinel, redis_cli
 from inferpool.protocol import ResultKeys, ResultRecord
@@ -70,6 +70,14 @@ def sentinel_client(sentinel: EmbeddedSentinel) -> ClientFactory:
     return make
 
 
+async def close_raw(client: RawClient) -> None:
+    """Close a client of ``cluster_client`` or ``sentinel_client`` (and its sentinels)."""
+    pool = getattr(client, "connection_pool", None)
+    await client.aclose()
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.sentinel_manager.aclose()
+
+
 class FirstSeenOn(FirstSeen):
     """FirstSeen polling through ``make_client`` (a cluster or sentinel client)."""
 
@@ -78,9 +86,15 @@ class FirstSeenOn(FirstSeen):
         self._make_client = make_client
 
     async def __aenter__(self) -> FirstSeenOn:
-        self._client = self._make_client()  # type: ignore[assignment]
+        self._client = self._make_client()
         self._task = asyncio.create_task(self._poll())
         return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        client, self._client = self._client, None
+        await super().__aexit__(*exc_info)
+        if client is not None:
+            await close_raw(client)
 
 
 async def stored_results(
@@ -88,9 +102,9 @@ async def stored_results(
 ) -> dict[str, ResultRecord]:
     client = make_client()
     try:
-        raw = await read_results(client, ResultKeys(settings.result_key_prefix), ids)  # type: ignore[arg-type]
+        raw = await read_results(client, ResultKeys(settings.result_key_prefix), ids)
     finally:
-        await client.aclose()
+        await close_raw(client)
     return {rid: ResultRecord.decode(value) for rid, value in raw.items()}
 
 
