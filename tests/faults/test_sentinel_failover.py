@@ -80,6 +80,7 @@ async def test_the_primary_killed_mid_load_workers_and_a_waiting_client_carry_on
     ledger = await check_invariant_on(
         make_client, settings, load.sent, fleet.call_log, first, exactly_once=True
     )
+    print(f"\nprimary killed, healthy replica: {ledger.summary()}")
     await wait_until_committed(settings, ledger.sent, timeout_s=30)
     for worker in workers:
         assert worker.process is not None and worker.process.poll() is None

@@ -6,6 +6,7 @@ thousand requests through two worker processes, answered once, spread over every
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.exceptions
 from ha_helpers import cluster, cluster_client, results_per_primary, stored_results
 from pool_helpers import WorkerProcess, collect, read_calls, wait_until_committed
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from test_store_contract import (
     ok,
     test_a_wait_stopped_early_releases_at_once,
@@ -32,9 +34,9 @@ from test_store_contract import (
 from inferpool.embedded_ha import EmbeddedRedisCluster, redis_cli
 from inferpool.protocol import ResultKeys
 from inferpool.protocol.wire import Encoding
-from inferpool.settings import InferpoolSettings
+from inferpool.settings import InferpoolSettings, RedisSettings
 from producer.client import Producer, SubmitRequest
-from results import RedisResultStore, ResultStore
+from results import RedisResultStore, RequestState, ResultStore
 
 CONTRACT = [  # run here against the cluster, as test_store_contract runs them elsewhere
     test_the_first_write_wins,
@@ -182,6 +184,56 @@ async def test_a_slot_moved_apart_from_its_node_is_written_slot_by_slot(
         f"mv-{n}": n for n in together
     }
     assert redis_cli(elsewhere, "EXISTS", keys.result(f"mv-{moved}")).strip() == "1"
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def documented_cluster_acls() -> dict[str, list[str]]:
+    """The documented users' rules, with the additions a cluster needs, for ``prefix``."""
+    text = OPERATIONS.read_text()
+    rules = dict(re.findall(r"^ACL SETUSER (\S+) (.*)$", text, flags=re.MULTILINE))
+    extra = re.search(r"On Redis Cluster the worker also needs `([^`]+)`\s+and the client "
+                      r"`([^`]+)`", text)
+    assert extra, "docs/operations.md names what a cluster adds to the ACLs"
+    return {"inferpool-worker": [*rules["inferpool-worker"].split(), *extra[1].split()],
+            "inferpool-client": [*rules["inferpool-client"].split(), *extra[2].split()]}
+
+
+async def test_workers_and_clients_need_only_the_documented_cluster_acls(
+    on_cluster: InferpoolSettings, cluster: EmbeddedRedisCluster
+) -> None:
+    prefix = on_cluster.result_key_prefix
+    passwords = {"inferpool-worker": "w-pass", "inferpool-client": "c-pass"}
+    for user, rules in documented_cluster_acls().items():
+        rules = [rule.replace("inferpool:*", f"{prefix}:*") for rule in rules]
+        rules = [f">{passwords[user]}" if rule.startswith(">") else rule for rule in rules]
+        for node in cluster.nodes:  # ACLs are per node
+            redis_cli(node.port, "ACL", "SETUSER", user, "reset", *rules)
+    seeds = on_cluster.redis.url.removeprefix("redis+cluster://")
+    worker = RedisSettings(url=f"redis+cluster://inferpool-worker:w-pass@{seeds}")
+    client = RedisSettings(url=f"redis+cluster://inferpool-client:c-pass@{seeds}")
+    keys = ResultKeys(prefix)
+    ids = [f"acl-{n}" for n in range(12)]  # on every primary
+    try:
+        async with RedisResultStore(client, keys, poll_interval_s=30) as reader:
+            waiting = asyncio.create_task(collect_ids(reader, ids))
+            async with RedisResultStore(worker, keys, ttl_s=60) as writer:
+                assert await writer.count_attempts(ids) == [1] * len(ids)
+                await writer.mark_accepted(["acl-pending"])
+                assert await writer.write([(ok(rid), Encoding.MSGPACK) for rid in ids]) == 12
+            assert sorted(await asyncio.wait_for(waiting, 10)) == sorted(ids)
+            assert (await reader.get("acl-pending")).state is RequestState.PENDING
+        # and no more: a client cannot write, a worker cannot read
+        for user, command in (("inferpool-client", ("SET", keys.result("x"), "forged")),
+                              ("inferpool-worker", ("GET", keys.result("acl-1")))):
+            as_user = RedisCluster.from_url(f"redis://{user}:{passwords[user]}@{seeds.split(',')[0]}")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                await as_user.execute_command(*command)
+            await as_user.aclose()
+    finally:
+        for node in cluster.nodes:
+            redis_cli(node.port, "ACL", "DELUSER", *passwords)
 
 
 @pytest.mark.slow
