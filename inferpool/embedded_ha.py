@@ -24,7 +24,6 @@ from inferpool.embedded import (
     LOOPBACK,
     EmbeddedProcess,
     EmbeddedRedis,
-    free_port,
     redis_binary,
 )
 from inferpool.errors import ConfigurationError, InferpoolError
@@ -66,11 +65,27 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(POLL_S)
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` free loopback ports, all different (each held open until all are found)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
 class ArgsRedis(EmbeddedRedis):
     """An EmbeddedRedis with more server arguments."""
 
-    def __init__(self, extra: list[str], workdir: Path | None = None) -> None:
-        super().__init__(workdir=workdir)
+    def __init__(
+        self, extra: list[str], workdir: Path | None = None, port: int | None = None
+    ) -> None:
+        super().__init__(port=port, workdir=workdir)
         # a replica syncs at once (the default waits 5 s for more replicas to join)
         self.extra = ["--repl-diskless-sync-delay", "0", *extra]
 
@@ -87,8 +102,10 @@ class EmbeddedRedisCluster:
         options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                    "--cluster-node-timeout", str(node_timeout_ms)]
         # the bus port must be given: port + 10000, the default, may be past 65535
-        self.nodes = [ArgsRedis([*options, "--cluster-port", str(free_port())])
-                      for _ in range(primaries * (1 + replicas))]
+        count = primaries * (1 + replicas)
+        ports = distinct_free_ports(2 * count)
+        self.nodes = [ArgsRedis([*options, "--cluster-port", str(ports[count + n])], port=ports[n])
+                      for n in range(count)]
         self.replicas = replicas
 
     @property
@@ -172,8 +189,10 @@ class SentinelProcess(EmbeddedProcess):
 
     name = "sentinel"
 
-    def __init__(self, service: str, primary_port: int, down_after_ms: int) -> None:
-        super().__init__()
+    def __init__(
+        self, service: str, primary_port: int, down_after_ms: int, port: int | None = None
+    ) -> None:
+        super().__init__(port=port)
         self.service = service
         config = self.workdir / "sentinel.conf"
         config.write_text(
@@ -201,9 +220,10 @@ class EmbeddedSentinel:
 
     def __init__(self, service: str = "inferpool", down_after_ms: int = 1000) -> None:
         self.service = service
-        self.primary = ArgsRedis([])
-        self.replica = ArgsRedis(["--replicaof", LOOPBACK, str(self.primary.port)])
-        self.sentinel = SentinelProcess(service, self.primary.port, down_after_ms)
+        primary_port, replica_port, sentinel_port = distinct_free_ports(3)
+        self.primary = ArgsRedis([], port=primary_port)
+        self.replica = ArgsRedis(["--replicaof", LOOPBACK, str(primary_port)], port=replica_port)
+        self.sentinel = SentinelProcess(service, primary_port, down_after_ms, sentinel_port)
 
     @property
     def url(self) -> str:

@@ -250,6 +250,9 @@ class InferpoolSettings(BaseSettings):
     request_topic_replication: int = Field(default=1, gt=0)
     create_topics: bool = True
     dead_letter_topic: str = "inferpool.dead-letter"
+    # How long one dead-letter copy may take to be acknowledged (it is tried a few times,
+    # then given up and counted; answers and commits never wait for it).
+    dead_letter_timeout_ms: int = Field(default=10_000, gt=0)
     consumer_group: str = "inferpool-workers"
 
     # Models served by a worker: ``name`` (built in) or ``name=package.module:factory``.
@@ -267,6 +270,9 @@ class InferpoolSettings(BaseSettings):
     max_inflight_bytes: int = Field(default=268_435_456, gt=0)
     # A request whose runs ended its worker this many times goes to the dead-letter topic.
     max_attempts: int = Field(default=3, gt=0)
+    # A stage (prepare a chunk, collate or run a batch) that takes longer is hung: the worker
+    # reports itself dead (/healthz 503) and exits, so it is restarted.
+    stage_timeout_s: float = Field(default=120.0, gt=0)
 
     # Results.
     result_ttl_s: int = Field(default=3600, gt=0)
@@ -274,6 +280,10 @@ class InferpoolSettings(BaseSettings):
 
     # Limits.
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # Compressed bytes one fetch may bring (every partition together), and the most one
+    # record batch may decompress to: larger batches are refused unread (unreadable_batch).
+    fetch_max_bytes: int = Field(default=16_777_216, gt=0)
+    max_decompressed_batch_bytes: int = Field(default=67_108_864, gt=0)
 
     # Worker lifecycle.
     worker_id: str | None = None

@@ -34,7 +34,7 @@ from results import scripts
 from results.notifications import Notifications
 from results.redis_client import node_options, open_cluster, slot_owner
 from results.sharded_pubsub import ShardedNotifications
-from results.topology import Arg, BatchScript, GroupReply, Item, Topology
+from results.topology import Arg, BatchScript, GroupReply, Sections, Topology
 from results.waiting import ChannelNotifications
 
 #: What Redis answers a script that touched a key of a slot its node does not own.
@@ -68,51 +68,58 @@ class ClusterTopology(Topology):
     def _source(self, script: BatchScript) -> str:
         source = self._sources.get(script.name)
         if source is None:
-            source = scripts.cluster_script(script.cluster, self.sharded_pubsub)
+            source = scripts.cluster_script(script.source, self.sharded_pubsub)
             self._sources[script.name] = source
         return source
 
+    async def publish_command(self) -> str:
+        await self._connect()
+        return "SPUBLISH" if self.sharded_pubsub else "PUBLISH"
+
     async def run(
-        self, script: BatchScript, shared: Sequence[Arg], items: Sequence[Item]
+        self, script: BatchScript, shared: Sequence[Arg], sections: Sections
     ) -> list[GroupReply]:
         await self._connect()
+        every = [(s, i) for s, section in enumerate(sections) for i in range(len(section))]
         grouping = self._by_node if self.sharded_pubsub else self._by_slot
-        groups = grouping(range(len(items)), items)
-        replies = await self._send(script, shared, items, groups, raise_on_error=False)
+        groups = grouping(every, sections)
+        replies = await self._send(script, shared, sections, groups, raise_on_error=False)
         done: list[GroupReply] = []
-        again: list[tuple[int, ...]] = []
+        again: list[Group] = []
         for group, reply in zip(groups, replies, strict=True):
             if isinstance(reply, redis.exceptions.ResponseError) and NON_LOCAL_KEY in str(reply):
-                again += self._by_slot(group, items)
+                again += self._by_slot(group, sections)
             elif isinstance(reply, Exception):
                 raise reply
             else:
                 done.append(GroupReply(group, reply))
         if again:
-            replies = await self._send(script, shared, items, again, raise_on_error=True)
+            replies = await self._send(script, shared, sections, again, raise_on_error=True)
             done += [GroupReply(group, reply) for group, reply in zip(again, replies, strict=True)]
         return done
 
-    def _by_node(self, indexes: Iterable[int], items: Sequence[Item]) -> list[tuple[int, ...]]:
-        return _grouped(indexes, lambda i: slot_owner(self._client, items[i].keys[0]).name)
+    def _by_node(self, indexes: Iterable[Index], sections: Sections) -> list[Group]:
+        return _grouped(indexes, lambda at: slot_owner(self._client, _key(sections, at)).name)
 
-    def _by_slot(self, indexes: Iterable[int], items: Sequence[Item]) -> list[tuple[int, ...]]:
-        return _grouped(indexes, lambda i: self._client.keyslot(items[i].keys[0]))
+    def _by_slot(self, indexes: Iterable[Index], sections: Sections) -> list[Group]:
+        return _grouped(indexes, lambda at: self._client.keyslot(_key(sections, at)))
 
     async def _send(
         self,
         script: BatchScript,
         shared: Sequence[Arg],
-        items: Sequence[Item],
-        groups: list[tuple[int, ...]],
+        sections: Sections,
+        groups: list[Group],
         raise_on_error: bool,
     ) -> list[Any]:
         source = self._source(script)
         pipe = self._client.pipeline(transaction=False)
         for group in groups:
-            flat = [part for i in group for part in (*items[i].keys, *items[i].args)]
-            # the group's first key routes the command; the script reads every key from ARGV
-            pipe.execute_command("EVAL", source, 1, items[group[0]].keys[0], *shared, *flat)
+            picked = [[sections[s][i] for s, i in group if s == section]
+                      for section in range(len(sections))]
+            keys, args = script.pack(shared, picked)
+            # the group's first key routes the command; the prelude reads the keys from ARGV
+            pipe.execute_command("EVAL", source, 1, keys[0], *scripts.cluster_args(keys, args))
         replies: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
         return replies
 
@@ -140,8 +147,17 @@ class ClusterTopology(Topology):
         await self._client.aclose()
 
 
-def _grouped(indexes: Iterable[int], key: Callable[[int], object]) -> list[tuple[int, ...]]:
-    groups: dict[object, list[int]] = defaultdict(list)
+Index = tuple[int, int]  # (section, position)
+Group = tuple[Index, ...]
+
+
+def _key(sections: Sections, at: Index) -> str:
+    return sections[at[0]][at[1]].key
+
+
+def _grouped(indexes: Iterable[Index], key: Callable[[Index], object]) -> list[Group]:
+    """The indexes grouped by ``key``, each group in section order (as the script packs)."""
+    groups: dict[object, list[Index]] = defaultdict(list)
     for index in indexes:
         groups[key(index)].append(index)
-    return [tuple(group) for group in groups.values()]
+    return [tuple(sorted(group)) for group in groups.values()]

@@ -22,7 +22,7 @@ from redis.commands.core import AsyncScript
 
 from results.notifications import Notifications
 from results.redis_client import close_redis
-from results.topology import Arg, BatchScript, GroupReply, Item, Topology
+from results.topology import Arg, BatchScript, GroupReply, Sections, Topology
 from results.waiting import ChannelNotifications
 
 
@@ -42,18 +42,18 @@ class SinglePrimary(Topology):
         return self._client
 
     async def run(
-        self, script: BatchScript, shared: Sequence[Arg], items: Sequence[Item]
+        self, script: BatchScript, shared: Sequence[Arg], sections: Sections
     ) -> list[GroupReply]:
         registered = self._scripts.get(script.name)
         if registered is None:
-            registered = self._scripts[script.name] = self._client.register_script(script.single)
-        keys = [key for item in items for key in item.keys]
-        args = [*shared, *(arg for item in items for arg in item.args)]
+            registered = self._scripts[script.name] = self._client.register_script(script.source)
+        keys, args = script.pack(shared, sections)
         if script.replicated and self._wait_replicas:
             reply = await self._run_replicated(registered, keys, args)
         else:
             reply = await registered(keys=keys, args=args)
-        return [GroupReply(tuple(range(len(items))), reply)]
+        every = tuple((s, i) for s, section in enumerate(sections) for i in range(len(section)))
+        return [GroupReply(every, reply)]
 
     async def _run_replicated(self, script: AsyncScript, keys: list[str], args: list[Arg]) -> Any:
         """The script, then ``WAIT`` on the same connection (it waits for that connection's

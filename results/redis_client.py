@@ -148,17 +148,80 @@ def unavailable(error: BaseException) -> bool:
     return isinstance(error, STORE_ERRORS)
 
 
+#: Refusals that pass (Redis recovers, or an operator fixes it): the caller waits and retries,
+#: with what to do for each. Redis says them first in its error message.
+PASSING_REFUSALS: dict[str, str] = {
+    "MISCONF": "Redis cannot persist to disk (stop-writes-on-bgsave-error): fix its disk or "
+    "its dir / save settings",
+    "OOM": "Redis is at maxmemory under noeviction: raise maxmemory or lower "
+    "INFERPOOL_RESULT_TTL_S",
+    "BUSY": "Redis is busy running a script or function",
+    "READONLY": "this Redis is a replica (a failover happened): point INFERPOOL_REDIS_URL at "
+    "the primary",
+    "LOADING": "Redis is loading its dataset",
+    "MASTERDOWN": "the replica lost its primary",
+    "TRYAGAIN": "the cluster is moving keys",
+    "CLUSTERDOWN": "the cluster is down",
+}
+
+
+def passing_refusal(error: Exception) -> str | None:
+    """What to do about a refusal that passes, if ``error`` is one (else None)."""
+    if not isinstance(error, redis.exceptions.ResponseError):
+        return None
+    text = str(error).lstrip("-")
+    for prefix, advice in PASSING_REFUSALS.items():
+        if text.startswith(prefix) or f" {prefix} " in text[:80]:
+            return advice
+    return None
+
+
+def permission_refused(action: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"Redis refused a command during {action} ({error}); grant the worker's Redis user "
+        "the commands and keys of docs/operations.md ('Redis ACLs'), or fix "
+        "INFERPOOL_REDIS_URL's user"
+    )
+
+
+def command_refused(error: BaseException) -> bool:
+    """Redis refused a command to our user (an ACL), outside or inside a script."""
+    return isinstance(error, redis.exceptions.NoPermissionError) or (
+        isinstance(error, redis.exceptions.ResponseError) and "can't run this command" in str(error)
+    )
+
+
+def _reported(action: str, error: Exception) -> Exception | None:
+    """The project error ``error`` is reported as during ``action``; None: not ours to map."""
+    if refused_login(error):
+        return credentials_refused(action)
+    if command_refused(error):
+        return permission_refused(action, error)
+    if unavailable(error):
+        return ResultStoreUnavailable(
+            f"result store (Redis) unavailable during {action}: {type(error).__name__}; "
+            "check that Redis is up and INFERPOOL_REDIS_URL points at it, then retry"
+        )
+    advice = passing_refusal(error)
+    if advice is None:
+        return None
+    return ResultStoreUnavailable(
+        f"result store (Redis) refused {action} for now: {str(error)[:200]} — {advice}"
+    )
+
+
 @contextmanager
 def store_errors(action: str) -> Iterator[None]:
-    """Raise a lost connection as ResultStoreUnavailable, without the URL or password."""
+    """Raise a lost connection, a failing-over cluster, or a refusal that passes (MISCONF,
+    OOM, BUSY, READONLY, LOADING, ...), as ResultStoreUnavailable (retriable); a refused login
+    or command as ConfigurationError (not retriable). Messages hold neither the URL nor the
+    password."""
     try:
         yield
     except Exception as error:
-        if refused_login(error):
-            raise credentials_refused(action) from None
-        if not unavailable(error):
+        reported = _reported(action, error)
+        if reported is None:
             raise
-        raise ResultStoreUnavailable(
-            f"result store (Redis) unavailable during {action}: {type(error).__name__}; "
-            "check that Redis is up and INFERPOOL_REDIS_URL points at it, then retry"
-        ) from error
+        if isinstance(reported, ConfigurationError):
+            raise reported from None
+        raise reported from error

@@ -12,26 +12,31 @@ a cluster (``results.cluster``).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from inferpool.errors import ConfigurationError
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultKeys, ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol import (
+    ErrorInfo,
+    ResultKeys,
+    ResultRecord,
+    ResultStatus,
+    decode_result,
+    encode_or_explain,
+)
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
 from results import scripts
 from results.connect import connect
 from results.redis_client import store_errors
 from results.store import Lookup, ResultStore, lookup_of
-from results.topology import BatchScript, Item, Topology
+from results.topology import Item, Topology
 from results.waiting import RedisWaiter, many_timeout
 
 DEFAULT_TTL_S = 3600
+PROBE_TTL_S = 5
 DEFAULT_POLL_INTERVAL_S = 1.0
-
-STORE = BatchScript("store", scripts.STORE_RESULTS, scripts.CLUSTER_STORE_RESULTS, True)
-ACCEPT = BatchScript("accept", scripts.MARK_ACCEPTED, scripts.CLUSTER_MARK_ACCEPTED)
-COUNT = BatchScript("count", scripts.COUNT_ATTEMPTS, scripts.CLUSTER_COUNT_ATTEMPTS)
 
 
 class RedisResultStore(ResultStore):
@@ -71,46 +76,76 @@ class RedisResultStore(ResultStore):
 
     # --- the worker's side -----------------------------------------------------------------
 
-    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
-        """Each result ``SET NX EX``, its done channel told, its attempt count dropped
-        (answered: no longer a suspect), by one script per node. No retry loop: on
+    async def check_access(self) -> None:
+        """Send each command the worker needs once, on probe keys that expire in seconds,
+        then each script: a missing permission is named (Redis names the command)."""
+        topology, keys = self._connected(), self._keys
+        client = topology.client
+        probe = f"inferpool-access-check-{secrets.token_hex(6)}"
+        record = ResultRecord(id=probe, status=ResultStatus.ERROR,
+                              error=ErrorInfo("access_check", "a worker's start-up check"))
+        attempts = [Item(keys.attempts(probe))]
+        with store_errors("the worker's start-up access check"):
+            await client.set(keys.result(probe), record.encode(), nx=True, ex=PROBE_TTL_S)
+            await client.execute_command(
+                await topology.publish_command(), keys.done_channel(probe), "1"
+            )
+            await client.incrby(keys.attempts(probe), 2)
+            await client.expire(keys.attempts(probe), PROBE_TTL_S)
+            await client.execute_command(
+                "DECR", keys.attempts(probe)  # as the script does (redis-py's decr is DECRBY)
+            )
+            await client.delete(keys.attempts(probe))
+            await topology.run(scripts.COUNT, [2, PROBE_TTL_S], [attempts])
+            await topology.run(scripts.ACCEPT, [PROBE_TTL_S], [[Item(keys.accepted(probe))],
+                                                               attempts])
+            stored = Item(keys.result(probe), (record.encode(), keys.done_channel(probe)))
+            await topology.run(scripts.STORE, [PROBE_TTL_S], [[stored], attempts])
+
+    async def write(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
+        """Each result ``SET NX EX`` and its done channel told, the attempt counters of the
+        ``settled`` records deleted, by one script per node. No retry loop: on
         ResultStoreUnavailable the caller retries (a result already stored stays; on a
         cluster, the count of new ones then misses those a first try stored)."""
         topology = self._connected()
-        if not results:
+        if not results and not settled:
             return 0
-        items = [
-            Item(
-                (self._keys.result(record.id), self._keys.attempts(record.id)),
-                (encode_or_explain(record, encoding), self._keys.done_channel(record.id)),
-            )
+        stored = [
+            Item(self._keys.result(record.id),
+                 (encode_or_explain(record, encoding), self._keys.done_channel(record.id)))
             for record, encoding in results
         ]
+        dropped = [Item(self._keys.attempts(record_id)) for record_id in settled]
         with store_errors("result write"):
-            groups = await topology.run(STORE, [self._ttl_s], items)
+            groups = await topology.run(scripts.STORE, [self._ttl_s], [stored, dropped])
         written = sum(int(group.reply) for group in groups)
         self._log.debug("results.written", results=len(results), new=written)
         return written
 
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+    async def mark_accepted(
+        self, request_ids: Sequence[str], released: Sequence[str] = ()
+    ) -> None:
         topology = self._connected()
-        if not request_ids:
+        if not request_ids and not released:
             return
-        items = [Item((self._keys.accepted(request_id),)) for request_id in request_ids]
+        accepted = [Item(self._keys.accepted(request_id)) for request_id in request_ids]
+        decremented = [Item(self._keys.attempts(record_id)) for record_id in released]
         with store_errors("accepted marker write"):
-            await topology.run(ACCEPT, [self._ttl_s], items)
+            await topology.run(scripts.ACCEPT, [self._ttl_s], [accepted, decremented])
         self._log.debug("results.accepted", requests=len(request_ids))
 
-    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+    async def count_attempts(self, record_ids: Sequence[str], delta: int = 1) -> list[int]:
         topology = self._connected()
-        if not request_ids:
+        if not record_ids:
             return []
-        items = [Item((self._keys.attempts(request_id),)) for request_id in request_ids]
+        items = [Item(self._keys.attempts(record_id)) for record_id in record_ids]
         with store_errors("attempt count"):
-            groups = await topology.run(COUNT, [delta, self._ttl_s], items)
-        counts = [0] * len(request_ids)
+            groups = await topology.run(scripts.COUNT, [delta, self._ttl_s], [items])
+        counts = [0] * len(record_ids)
         for group in groups:
-            for index, count in zip(group.indexes, group.reply, strict=True):
+            for index, count in zip(group.positions(0), group.reply, strict=True):
                 counts[index] = int(count)
         return counts
 

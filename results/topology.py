@@ -10,9 +10,8 @@ for waits. ``results.primary`` is one primary (standalone or found through Senti
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from string import Template
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,32 +23,43 @@ Arg = bytes | str | int
 
 
 @dataclass(frozen=True, slots=True)
+class Item:
+    """One key of a script call (its slot decides its node), with the values that go with it."""
+
+    key: str
+    args: tuple[Arg, ...] = ()
+
+
+#: A script call's items, in sections (e.g. results to store, then attempts to drop).
+Sections = Sequence[Sequence[Item]]
+#: A script's KEYS and ARGV.
+Packed = tuple[list[str], list[Arg]]
+
+
+@dataclass(frozen=True, slots=True)
 class BatchScript:
-    """One of the worker's batch scripts (``results.scripts``), in both layouts: ``single``
-    declares every request's keys (KEYS) and takes ``shared`` then every request's args
-    (ARGV); ``cluster`` takes ``shared`` then each request's keys and args in ARGV."""
+    """One of the worker's batch scripts (``results.scripts``): its source, and ``pack``,
+    which lays out some items of each section (and the shared values) as its KEYS and ARGV;
+    a cluster calls it once per group of items."""
 
     name: str
-    single: str
-    cluster: Template
+    source: str
+    pack: Callable[[Sequence[Arg], Sections], Packed]
     #: Its writes must reach ``RedisSettings.wait_replicas`` replicas before it returns.
     replicated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
-    """One request's part of a script call: its keys (one hash slot) and its values."""
-
-    keys: tuple[str, ...]
-    args: tuple[Arg, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class GroupReply:
-    """What the script answered for the items at ``indexes`` (positions in the call)."""
+    """What the script answered for the items at ``indexes`` ((section, position) pairs, in
+    the order they were packed)."""
 
-    indexes: tuple[int, ...]
+    indexes: tuple[tuple[int, int], ...]
     reply: Any
+
+    def positions(self, section: int) -> list[int]:
+        """The positions in ``section`` this reply covers, in order."""
+        return [position for s, position in self.indexes if s == section]
 
 
 class Topology(abc.ABC):
@@ -65,12 +75,16 @@ class Topology(abc.ABC):
 
     @abc.abstractmethod
     async def run(
-        self, script: BatchScript, shared: Sequence[Arg], items: Sequence[Item]
+        self, script: BatchScript, shared: Sequence[Arg], sections: Sections
     ) -> list[GroupReply]:
         """Run ``script`` over every item, in as few commands as the topology allows (one
         on a primary; one per node on a cluster, sent to all nodes at once). Raises the
         client's errors: a group may have run when another failed, so the caller retries
         the whole call (each script is safe to run again but for its counts)."""
+
+    async def publish_command(self) -> str:
+        """What the scripts notify with: PUBLISH, or SPUBLISH on a cluster that has it."""
+        return "PUBLISH"
 
     @abc.abstractmethod
     async def notifications(self, after_error: bool = False) -> Notifications:

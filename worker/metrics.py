@@ -119,6 +119,18 @@ class WorkerMetrics:
             "Dead-letter copies sent again because the broker did not acknowledge",
             registry=r,
         )
+        self.dead_letter_failures = Counter(
+            "inferpool_dead_letter_failures",
+            "Dead-letter copies given up (the topic missing, refused or down; the queue full)",
+            ["reason"],
+            registry=r,
+        )
+        self.fetch_errors = Counter(
+            "inferpool_fetch_errors",
+            "Fetches that failed for another reason than a lost connection, by error",
+            ["error"],
+            registry=r,
+        )
         self.commit_failures = Counter(
             "inferpool_commit_failures",
             "Offset commits that failed (rebalance, broker unreachable)",

@@ -35,6 +35,11 @@ class OffsetToken:
     offset: int
     size: int = 0
 
+    @property
+    def record_id(self) -> str:
+        """The record's identity across deliveries, for attempt counts: topic/partition/offset."""
+        return f"{self.partition.topic}/{self.partition.partition}/{self.offset}"
+
 
 @dataclass(slots=True)
 class _PartitionState:
