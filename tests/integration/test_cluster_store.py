@@ -219,6 +219,7 @@ async def test_workers_and_clients_need_only_the_documented_cluster_acls(
         async with RedisResultStore(client, keys, poll_interval_s=30) as reader:
             waiting = asyncio.create_task(collect_ids(reader, ids))
             async with RedisResultStore(worker, keys, ttl_s=60) as writer:
+                await writer.check_access()  # what a worker proves at start
                 assert await writer.count_attempts(ids) == [1] * len(ids)
                 await writer.mark_accepted(["acl-pending"])
                 assert await writer.write([(ok(rid), Encoding.MSGPACK) for rid in ids]) == 12
