@@ -52,8 +52,7 @@ class SinglePrimary(Topology):
             reply = await self._run_replicated(registered, keys, args)
         else:
             reply = await registered(keys=keys, args=args)
-        every = tuple((s, i) for s, section in enumerate(sections) for i in range(len(section)))
-        return [GroupReply(every, reply)]
+        return [GroupReply(None, reply, tuple(len(section) for section in sections))]
 
     async def _run_replicated(self, script: AsyncScript, keys: list[str], args: list[Arg]) -> Any:
         """The script, then ``WAIT`` on the same connection (it waits for that connection's

@@ -52,13 +52,17 @@ class BatchScript:
 @dataclass(frozen=True, slots=True)
 class GroupReply:
     """What the script answered for the items at ``indexes`` ((section, position) pairs, in
-    the order they were packed)."""
+    the order they were packed); ``indexes`` None: every item of sections of ``lengths``
+    (one call covered the whole batch, the usual case: nothing is built per item)."""
 
-    indexes: tuple[tuple[int, int], ...]
+    indexes: tuple[tuple[int, int], ...] | None
     reply: Any
+    lengths: tuple[int, ...] = ()
 
     def positions(self, section: int) -> list[int]:
         """The positions in ``section`` this reply covers, in order."""
+        if self.indexes is None:
+            return list(range(self.lengths[section]))
         return [position for s, position in self.indexes if s == section]
 
 

@@ -102,19 +102,19 @@ class Intake:
             return Rejection(record, token, None, _unreadable_error(failure), Encoding.MSGPACK)
         raw_trace = header(record.headers, TRACEPARENT_HEADER)
         traceparent = raw_trace.decode("ascii", "replace")[:MAX_TRACE_CHARS] if raw_trace else None
-        key_id = id_from_key(record.key)
         encoding = Encoding.MSGPACK
         envelope: RequestEnvelope | None = None
         try:
             encoding = Encoding.from_headers(record.headers or ())
             envelope = RequestEnvelope.decode(self._value(record), encoding)
-            if envelope.id != key_id:
+            if record.key != envelope.id.encode():  # the id itself was checked by decode
                 raise InvalidRequest(_key_mismatch(record.key, envelope.id))
             model = self._registry.get(envelope.model)
             item = _validate(model, envelope)
         except RequestError as error:
             model_name = envelope.model if envelope is not None else None
-            return Rejection(record, token, key_id, error, encoding, model_name, traceparent)
+            return Rejection(record, token, id_from_key(record.key), error, encoding,
+                             model_name, traceparent)
         deadline = None
         if envelope.deadline_ms is not None:
             deadline = now_monotonic + (envelope.deadline_ms - now_ms) / 1000.0

@@ -87,11 +87,22 @@ def _fits(costs: list[int], lo: int, hi: int, limits: BatchLimits) -> bool:
     return tokens is None or count == 1 or costs[hi] * count <= tokens
 
 
+def _uniform_count(available: int, cost: int, limits: BatchLimits) -> int:
+    """How many requests of equal ``cost`` one batch takes, of ``available``."""
+    count = min(available, limits.max_batch_size)
+    if limits.max_batch_tokens is not None and cost > 0:
+        count = min(count, max(1, limits.max_batch_tokens // cost))
+    return count
+
+
 def shape(window: list[tuple[int, PendingRequest]], limits: BatchLimits) -> list[int]:
     """Indices (into ``window``, oldest first) of the batch to run: the oldest request and
     the requests nearest to it in cost, so that padding stays small, within the limits."""
-    order = sorted(range(len(window)), key=lambda index: window[index][1].cost)
-    costs = [window[index][1].cost for index in order]
+    window_costs = [entry[1].cost for entry in window]
+    if min(window_costs) == max(window_costs):  # all alike (echo, tensors): the oldest first
+        return list(range(_uniform_count(len(window), window_costs[0], limits)))
+    order = sorted(range(len(window)), key=window_costs.__getitem__)
+    costs = [window_costs[index] for index in order]
     lo = hi = order.index(0)
     while True:
         grow_low = lo > 0 and _fits(costs, lo - 1, hi, limits)
