@@ -43,6 +43,12 @@ class MalformedRequest(RequestError):
     code = "malformed_request"
 
 
+class UnreadableBatch(MalformedRequest):
+    """A Kafka record batch could not be read at all (codec, CRC, corrupt, too large)."""
+
+    code = "unreadable_batch"
+
+
 class InvalidRequest(RequestError):
     """The value decoded but a field is missing or has the wrong type."""
 
@@ -89,6 +95,13 @@ class InvalidOutput(RequestError):
     """The model's output for this request cannot be encoded (e.g. NaN in a JSON result)."""
 
     code = "invalid_output"
+
+
+class StageHung(InferpoolError):
+    """A stage (prepare, collate, forward) ran past INFERPOOL_STAGE_TIMEOUT_S: the worker is
+    no longer alive (its thread cannot be stopped) and must be restarted."""
+
+    code = "stage_hung"
 
 
 # --- errors of the services around us -------------------------------------------------

@@ -8,8 +8,10 @@ sections too: ``INFERPOOL_KAFKA_BOOTSTRAP_SERVERS``, ``INFERPOOL_REDIS_URL``) or
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -84,24 +86,137 @@ class KafkaSettings(BaseModel):
         return context
 
 
+RedisKind = Literal["single", "sentinel", "cluster"]
+
+#: The URL schemes of each form of ``INFERPOOL_REDIS_URL`` (the ``rediss`` ones use TLS).
+REDIS_SCHEMES: dict[str, RedisKind] = {
+    "redis": "single",
+    "rediss": "single",
+    "unix": "single",
+    "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+}
+DEFAULT_PORTS: dict[RedisKind, int] = {"single": 6379, "sentinel": 26379, "cluster": 6379}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisEndpoints:
+    """What a sentinel or cluster URL names: where to ask first, and how to log in."""
+
+    kind: RedisKind
+    nodes: tuple[tuple[str, int], ...]  # the sentinels, or the cluster's seed nodes
+    service: str | None  # the primary's name at the sentinels
+    db: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"redis.url: empty host in {item!r}")
+    if port and not port.isdigit():
+        raise ValueError(f"redis.url: port must be a number in {item!r}")
+    return host, int(port) if port else default_port
+
+
+def parse_redis_url(url: str) -> RedisEndpoints:
+    """The parts of any ``INFERPOOL_REDIS_URL`` form (see ``RedisSettings``)."""
+    scheme, sep, rest = url.partition("://")
+    kind = REDIS_SCHEMES.get(scheme.lower()) if sep else None
+    if kind is None:
+        raise ValueError(
+            "redis.url must start with redis://, rediss://, unix:// (one Redis), "
+            "redis+sentinel:// or redis+cluster:// (rediss+... for TLS)"
+        )
+    if kind == "single":
+        return RedisEndpoints("single", (), None, 0, scheme == "rediss", None, None)
+    if "?" in rest or "#" in rest:
+        raise ValueError("redis.url: sentinel and cluster URLs take no ?options; use the "
+                         "INFERPOOL_REDIS_* settings")
+    userinfo, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    user, _, password = userinfo.partition(":")
+    nodes = tuple(_host_port(h, DEFAULT_PORTS[kind]) for h in hosts.split(",") if h)
+    if not nodes:
+        raise ValueError(f"redis.url: a {kind} URL names at least one host:port")
+    parts = [part for part in path.split("/") if part]
+    service, db = _service_and_db(kind, parts)
+    return RedisEndpoints(
+        kind, nodes, service, db, scheme.startswith("rediss"),
+        unquote(user) or None, unquote(password) or None,
+    )
+
+
+def _service_and_db(kind: RedisKind, parts: list[str]) -> tuple[str | None, int]:
+    if kind == "cluster":
+        if parts not in ([], ["0"]):
+            raise ValueError("redis.url: Redis Cluster has only database 0 (no /path)")
+        return None, 0
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(
+            "redis.url: a sentinel URL ends with /<primary name>[/<db>], e.g. "
+            "redis+sentinel://s1:26379,s2:26379/inferpool/0"
+        )
+    return unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+
+
 class RedisSettings(BaseModel):
-    """How to reach Redis. ACL user, password and TLS (``rediss://``) go in the URL or here."""
+    """How to reach Redis: ``url`` in one of three forms (``rediss`` instead of ``redis``
+    for TLS; ACL user and password in the URL or in ``username``/``password``, the URL's
+    win):
+
+    - one Redis: ``redis://[user:password@]host:port/db`` (or ``unix:///path.sock``);
+    - Sentinel: ``redis+sentinel://[user:password@]s1:26379,s2:26379/<primary name>[/db]``:
+      the sentinels are asked where the primary is, at start and after every lost
+      connection; the user and password are the data nodes' (``sentinel_password`` is the
+      sentinels' own, if they require one);
+    - Redis Cluster: ``redis+cluster://[user:password@]n1:6379,n2:6379``: any reachable
+      nodes of the cluster; the client learns the rest and follows MOVED/ASK.
+
+    ``wait_replicas`` > 0 (one primary only): a result counts as stored, and its offset may
+    be committed, only once that many replicas have it (``WAIT``, up to
+    ``wait_timeout_ms``; fewer is a retriable store error), so a failover cannot lose it.
+    """
 
     url: str = "redis://127.0.0.1:6379/0"
     username: str | None = None
     password: SecretStr | None = None
+    sentinel_password: SecretStr | None = None
     ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_ms: int = Field(default=1000, gt=0)
 
     @field_validator("url")
     @classmethod
-    def _url_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis.url must start with redis://, rediss:// or unix://")
+    def _url_form(cls, value: str) -> str:
+        parse_redis_url(value)
         return value
 
+    @model_validator(mode="after")
+    def _wait_on_one_primary(self) -> RedisSettings:
+        if self.wait_replicas and self.endpoints().kind == "cluster":
+            raise ValueError(
+                "redis.wait_replicas is supported on one primary (redis://, redis+sentinel://)"
+                ", not yet on Redis Cluster; set INFERPOOL_REDIS_WAIT_REPLICAS=0"
+            )
+        return self
+
+    def endpoints(self) -> RedisEndpoints:
+        """The URL's parts (``kind`` says which form it is)."""
+        return parse_redis_url(self.url)
+
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.asyncio.Redis.from_url`` besides the URL."""
+        """Keyword arguments for ``redis.asyncio.Redis.from_url`` besides the URL (and, for
+        the sentinel and cluster forms, for every data node's connection)."""
         options: dict[str, Any] = {
             "socket_timeout": self.socket_timeout_s,
             "socket_connect_timeout": self.socket_timeout_s,
@@ -135,6 +250,9 @@ class InferpoolSettings(BaseSettings):
     request_topic_replication: int = Field(default=1, gt=0)
     create_topics: bool = True
     dead_letter_topic: str = "inferpool.dead-letter"
+    # How long one dead-letter copy may take to be acknowledged (it is tried a few times,
+    # then given up and counted; answers and commits never wait for it).
+    dead_letter_timeout_ms: int = Field(default=10_000, gt=0)
     consumer_group: str = "inferpool-workers"
 
     # Models served by a worker: ``name`` (built in) or ``name=package.module:factory``.
@@ -152,6 +270,9 @@ class InferpoolSettings(BaseSettings):
     max_inflight_bytes: int = Field(default=268_435_456, gt=0)
     # A request whose runs ended its worker this many times goes to the dead-letter topic.
     max_attempts: int = Field(default=3, gt=0)
+    # A stage (prepare a chunk, collate or run a batch) that takes longer is hung: the worker
+    # reports itself dead (/healthz 503) and exits, so it is restarted.
+    stage_timeout_s: float = Field(default=120.0, gt=0)
 
     # Results.
     result_ttl_s: int = Field(default=3600, gt=0)
@@ -159,6 +280,10 @@ class InferpoolSettings(BaseSettings):
 
     # Limits.
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # Compressed bytes one fetch may bring (every partition together), and the most one
+    # record batch may decompress to: larger batches are refused unread (unreadable_batch).
+    fetch_max_bytes: int = Field(default=16_777_216, gt=0)
+    max_decompressed_batch_bytes: int = Field(default=67_108_864, gt=0)
 
     # Worker lifecycle.
     worker_id: str | None = None

@@ -8,6 +8,7 @@ import os
 import signal
 from typing import Any
 
+from inferpool.errors import StageHung
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
 from worker.pool import Worker
@@ -15,6 +16,7 @@ from worker.pool import Worker
 log = get_logger("app.worker")
 
 HARD_EXIT_CODE = 130
+HUNG_EXIT_CODE = 70  # EX_SOFTWARE
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,4 +64,8 @@ async def serve(settings: InferpoolSettings) -> int:
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         failed.cancel()
+    if isinstance(worker.failed, StageHung):
+        # the hung thread cannot be stopped, and the interpreter would wait for it at exit
+        log.error("worker.hung_exit", error=str(worker.failed))
+        os._exit(HUNG_EXIT_CODE)
     return 1 if worker.failed else 0

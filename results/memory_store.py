@@ -41,7 +41,9 @@ class InMemoryResultStore(ResultStore):
         raw = self.values.get(request_id)
         return decode_result(request_id, raw) if raw is not None else None
 
-    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+    async def write(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
         self._require_started()
         self._check("result write")
         self.writes += 1
@@ -50,22 +52,29 @@ class InMemoryResultStore(ResultStore):
             if record.id not in self.values:
                 self.values[record.id] = encode_or_explain(record, encoding)
                 new += 1
-            self.attempts.pop(record.id, None)
+        for record_id in settled:
+            self.attempts.pop(record_id, None)
         async with self._written:
             self._written.notify_all()
         return new
 
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
+    async def mark_accepted(
+        self, request_ids: Sequence[str], released: Sequence[str] = ()
+    ) -> None:
         self._require_started()
         self._check("accepted marker write")
         self.accepted.update(request_ids)
+        for record_id in released:
+            self.attempts[record_id] -= 1
+            if self.attempts[record_id] <= 0:
+                del self.attempts[record_id]
 
-    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
+    async def count_attempts(self, record_ids: Sequence[str], delta: int = 1) -> list[int]:
         self._require_started()
         self._check("attempt count")
-        for request_id in request_ids:
-            self.attempts[request_id] += delta
-        return [self.attempts[request_id] for request_id in request_ids]
+        for record_id in record_ids:
+            self.attempts[record_id] += delta
+        return [self.attempts[record_id] for record_id in record_ids]
 
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
         self._require_started()

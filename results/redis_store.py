@@ -1,32 +1,42 @@
-"""RedisResultStore: the ResultStore on one Redis primary (standalone or Sentinel-managed).
+"""RedisResultStore: the ResultStore on Redis: one primary (standalone or found through
+Sentinel) or a Redis Cluster, whichever ``INFERPOOL_REDIS_URL`` names (``results.connect``).
 
 Each result is written once (``SET NX``, with a TTL) under ``ResultKeys.result(id)``; a
 second write for the same id never replaces the first. After the write the id's done
-channel gets a ``PUBLISH``: a hint for waiting readers, the key stays the truth. Every
-worker-side method is one Redis command for its whole batch (a script of
-``results.scripts``).
+channel is told (``PUBLISH``, or ``SPUBLISH`` on a Redis >= 7 cluster): a hint for waiting
+readers, the key stays the truth. Every worker-side method is one script of
+``results.scripts`` for its whole batch: one command on a primary, one per node touched on
+a cluster (``results.cluster``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncGenerator, Iterable, Sequence
-
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from inferpool.errors import ConfigurationError
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultKeys, ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol import (
+    ErrorInfo,
+    ResultKeys,
+    ResultRecord,
+    ResultStatus,
+    decode_result,
+    encode_or_explain,
+)
 from inferpool.protocol.generation import StreamEntry
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
 from results import scripts
-from results.redis_client import open_redis, store_errors
+from results.connect import connect
+from results.redis_client import store_errors
 from results.store import Lookup, ResultStore, StreamAppend, StreamItem, lookup_of
+from results.topology import Item, Topology
 from results.waiting import RedisWaiter, many_timeout
 
 DEFAULT_TTL_S = 3600
+PROBE_TTL_S = 5
 DEFAULT_POLL_INTERVAL_S = 1.0
 
 
@@ -49,93 +59,127 @@ class RedisResultStore(ResultStore):
         self._keys = keys
         self._ttl_s = ttl_s
         self._poll_interval_s = poll_interval_s
-        self._redis: Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self._topology: Topology | None = None
         self._log = get_logger("results.store")
 
     async def _start(self) -> None:
-        client = self._redis = open_redis(self._settings)
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("store", scripts.STORE_RESULTS),
-                ("accept", scripts.MARK_ACCEPTED),
-                ("count", scripts.COUNT_ATTEMPTS),
-                ("append", scripts.APPEND_STREAMS),
-            )
-        }
+        self._topology = connect(self._settings)
 
     async def _stop(self) -> None:
-        client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
+        topology, self._topology = self._topology, None
+        if topology is not None:
+            await topology.close()
 
-    def _client(self) -> Redis:
+    def _connected(self) -> Topology:
         self._require_started()
-        assert self._redis is not None
-        return self._redis
+        assert self._topology is not None
+        return self._topology
 
     # --- the worker's side -----------------------------------------------------------------
 
-    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
-        """Each result ``SET NX EX``, its done channel told, its attempt count dropped
-        (answered: no longer a suspect), in one script. No retry loop: on
-        ResultStoreUnavailable the caller retries (a result already stored stays)."""
-        self._require_started()
-        if not results:
+    async def check_access(self) -> None:
+        """Send each command the worker needs once, on probe keys that expire in seconds,
+        then each script: a missing permission is named (Redis names the command)."""
+        topology, keys = self._connected(), self._keys
+        client = topology.client
+        probe = f"inferpool-access-check-{secrets.token_hex(6)}"
+        record = ResultRecord(id=probe, status=ResultStatus.ERROR,
+                              error=ErrorInfo("access_check", "a worker's start-up check"))
+        attempts = [Item(keys.attempts(probe))]
+        with store_errors("the worker's start-up access check"):
+            await client.set(keys.result(probe), record.encode(), nx=True, ex=PROBE_TTL_S)
+            await client.execute_command(
+                await topology.publish_command(), keys.done_channel(probe), "1"
+            )
+            await client.incrby(keys.attempts(probe), 2)
+            await client.expire(keys.attempts(probe), PROBE_TTL_S)
+            await client.execute_command(
+                "DECR", keys.attempts(probe)  # as the script does (redis-py's decr is DECRBY)
+            )
+            await client.delete(keys.attempts(probe))
+            await topology.run(scripts.COUNT, [2, PROBE_TTL_S], [attempts])
+            await topology.run(scripts.ACCEPT, [PROBE_TTL_S], [[Item(keys.accepted(probe))],
+                                                               attempts])
+            stored = Item(keys.result(probe), (record.encode(), keys.done_channel(probe)))
+            await topology.run(scripts.STORE, [PROBE_TTL_S], [[stored], attempts])
+
+    async def write(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
+        """Each result ``SET NX EX`` and its done channel told, the attempt counters of the
+        ``settled`` records deleted, by one script per node. No retry loop: on
+        ResultStoreUnavailable the caller retries (a result already stored stays; on a
+        cluster, the count of new ones then misses those a first try stored)."""
+        topology = self._connected()
+        if not results and not settled:
             return 0
-        keys: list[str] = []
-        args: list[bytes | str | int] = [self._ttl_s]
-        for record, encoding in results:
-            keys += [self._keys.result(record.id), self._keys.attempts(record.id)]
-            args += [encode_or_explain(record, encoding), self._keys.done_channel(record.id)]
+        stored = [
+            Item(self._keys.result(record.id),
+                 (encode_or_explain(record, encoding), self._keys.done_channel(record.id)))
+            for record, encoding in results
+        ]
+        dropped = [Item(self._keys.attempts(record_id)) for record_id in settled]
         with store_errors("result write"):
-            written = int(await self._scripts["store"](keys=keys, args=args))
+            groups = await topology.run(scripts.STORE, [self._ttl_s], [stored, dropped])
+        written = sum(int(group.reply) for group in groups)
         self._log.debug("results.written", results=len(results), new=written)
         return written
 
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
-        self._require_started()
-        if not request_ids:
+    async def mark_accepted(
+        self, request_ids: Sequence[str], released: Sequence[str] = ()
+    ) -> None:
+        topology = self._connected()
+        if not request_ids and not released:
             return
-        keys = [self._keys.accepted(request_id) for request_id in request_ids]
+        accepted = [Item(self._keys.accepted(request_id)) for request_id in request_ids]
+        decremented = [Item(self._keys.attempts(record_id)) for record_id in released]
         with store_errors("accepted marker write"):
-            await self._scripts["accept"](keys=keys, args=[self._ttl_s])
+            await topology.run(scripts.ACCEPT, [self._ttl_s], [accepted, decremented])
         self._log.debug("results.accepted", requests=len(request_ids))
 
-    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
-        self._require_started()
-        if not request_ids:
+    async def count_attempts(self, record_ids: Sequence[str], delta: int = 1) -> list[int]:
+        topology = self._connected()
+        if not record_ids:
             return []
-        keys = [self._keys.attempts(request_id) for request_id in request_ids]
+        items = [Item(self._keys.attempts(record_id)) for record_id in record_ids]
         with store_errors("attempt count"):
-            counts = await self._scripts["count"](keys=keys, args=[delta, self._ttl_s])
-        return [int(count) for count in counts]
+            groups = await topology.run(scripts.COUNT, [delta, self._ttl_s], [items])
+        counts = [0] * len(record_ids)
+        for group in groups:
+            for index, count in zip(group.positions(0), group.reply, strict=True):
+                counts[index] = int(count)
+        return counts
 
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
-        """Every append in one script (``scripts.APPEND_STREAMS``)."""
-        self._require_started()
+        """Every append by one script per node (``scripts.APPEND``)."""
+        topology = self._connected()
         if not appends:
             return []
-        keys: list[str] = []
-        args: list[bytes | str | int] = [self._ttl_s]
+        streams, results = [], []
         for append in appends:
-            keys += [self._keys.stream(append.request_id), self._keys.result(append.request_id)]
-            args += ["1" if append.opening else "0", append.worker, len(append.entries)]
+            args: list[bytes | str | int] = [
+                "1" if append.opening else "0", append.worker, len(append.entries)
+            ]
             for entry in append.entries:
                 fields = entry.to_fields()
                 args.append(2 * len(fields))
                 for name, value in fields.items():
                     args += [name, value]
+            streams.append(Item(self._keys.stream(append.request_id), tuple(args)))
+            results.append(Item(self._keys.result(append.request_id)))
         with store_errors("stream append"):
-            answered = await self._scripts["append"](keys=keys, args=args)
-        return [bool(int(flag)) for flag in answered]
+            groups = await topology.run(scripts.APPEND, [self._ttl_s], [streams, results])
+        answered = [False] * len(appends)
+        for group in groups:
+            for index, flag in zip(group.positions(0), group.reply, strict=True):
+                answered[index] = bool(int(flag))
+        return answered
 
     async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
         self._require_started()
         if not request_ids:
             return []
-        pipe = self._client().pipeline(transaction=False)
+        pipe = self._connected().client.pipeline(transaction=False)
         for request_id in request_ids:
             pipe.exists(self._keys.cancel(request_id))
         with store_errors("cancel check"):
@@ -146,14 +190,14 @@ class RedisResultStore(ResultStore):
 
     async def request_cancel(self, request_id: str) -> None:
         with store_errors("cancel request"):
-            await self._client().set(self._keys.cancel(request_id), "1", ex=self._ttl_s)
+            await self._connected().client.set(self._keys.cancel(request_id), "1", ex=self._ttl_s)
 
     async def read_stream(
         self, request_id: str, after: str, timeout_s: float
     ) -> list[StreamItem]:
         block = int(timeout_s * 1000) if timeout_s > 0 else None
         with store_errors("stream read"):
-            reply = await self._client().xread(
+            reply = await self._connected().client.xread(
                 {self._keys.stream(request_id): after}, block=block or None
             )
         items: list[StreamItem] = []
@@ -164,7 +208,7 @@ class RedisResultStore(ResultStore):
         return items
 
     async def get(self, request_id: str) -> Lookup:
-        pipe = self._client().pipeline(transaction=False)
+        pipe = self._connected().client.pipeline(transaction=False)
         pipe.get(self._keys.result(request_id))
         pipe.exists(self._keys.accepted(request_id))
         with store_errors("result lookup"):
@@ -177,7 +221,7 @@ class RedisResultStore(ResultStore):
         """As ``ResultStore.wait_many``; at the end ResultStoreUnavailable instead of
         ResultTimeout when Redis was unreachable then."""
         ids = list(dict.fromkeys(request_ids))
-        waiter = RedisWaiter(self._client(), self._keys, ids, self._poll_interval_s, self._log)
+        waiter = RedisWaiter(self._connected(), self._keys, ids, self._poll_interval_s, self._log)
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             while waiter.remaining and (found := await waiter.next_results(deadline)) is not None:

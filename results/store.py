@@ -78,19 +78,30 @@ class ResultStore(Service, abc.ABC):
 
     # --- the worker's side -----------------------------------------------------------------
 
+    async def check_access(self) -> None:
+        """Prove at start that every command the worker will send is allowed: a refusal is
+        a ConfigurationError naming what is missing (not a crash at the first result)."""
+
     @abc.abstractmethod
-    async def write(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
+    async def write(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
         """Store each result unless its id has one already (the first write wins), with the
-        TTL; tell its waiters; forget its attempt count. Returns how many were new. Raises
-        ResultStoreUnavailable when the backend cannot be reached: retrying is safe."""
+        TTL; tell its waiters; and forget the attempt counts of the ``settled`` records (a
+        record's id for attempts is ``topic/partition/offset``). Returns how many results
+        were new. Raises ResultStoreUnavailable when the backend cannot be reached or
+        refuses for now: retrying is safe."""
 
     @abc.abstractmethod
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
-        """Record that a worker has taken these requests: readers see them as pending."""
+    async def mark_accepted(
+        self, request_ids: Sequence[str], released: Sequence[str] = ()
+    ) -> None:
+        """Record that a worker has taken these requests (readers see them as pending), and
+        take one attempt off each ``released`` record (it got through admission)."""
 
     @abc.abstractmethod
-    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
-        """Add ``delta`` attempts at running each request; each request's new count."""
+    async def count_attempts(self, record_ids: Sequence[str], delta: int = 1) -> list[int]:
+        """Add ``delta`` attempts at processing each record; each record's new count."""
 
     @abc.abstractmethod
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:

@@ -76,7 +76,7 @@ class FakeConsumer:
 class FakeDeadLetters:
     sent: list[Rejection] = field(default_factory=list)
 
-    async def send(self, rejections: Sequence[Rejection]) -> None:
+    def submit(self, rejections: Sequence[Rejection]) -> None:
         self.sent.extend(rejections)
 
 
@@ -129,6 +129,7 @@ class StageKit:
             self.consumer, self.tracker, Intake(self.registry, 1 << 20), self.preparation,
             {name: self.engine for name in self.registry.names()}, self.settlement, self.sink,
             self.answers, self.preparing, max_inflight_requests, max_inflight_bytes,
+            max_attempts,
         )
 
     def _failed(self, task: asyncio.Task[None]) -> None:

@@ -123,6 +123,43 @@ def exiting_echo() -> ExitingEcho:
     return ExitingEcho()
 
 
+def _log_attempt(path: str | None, what: str) -> None:
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(what) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+
+class PrepareKillingEcho(RecordingEcho):
+    """Has a ``prepare`` hook (tokenization, for text models) that kills the whole process on
+    the input "poison", every time: a request no worker gets past admission."""
+
+    def prepare(self, items: Sequence[Any]) -> list[Any]:
+        if "poison" in items:
+            _log_attempt(self._path, "poison-attempt")
+            os._exit(17)
+        return list(items)
+
+
+class HangingEcho(RecordingEcho):
+    """Never returns from a batch holding the input "poison" (until GATE_LIMIT_S): a hang."""
+
+    def forward(self, batch: Any) -> Any:
+        if "poison" in batch:
+            _log_attempt(self._path, "poison-attempt")
+            time.sleep(GATE_LIMIT_S)
+        return super().forward(batch)
+
+
+def prepare_killing_echo() -> PrepareKillingEcho:
+    return PrepareKillingEcho()
+
+
+def hanging_echo() -> HangingEcho:
+    return HangingEcho()
+
+
 # --- models for the fault-injection suite (tests/faults) ---------------------------------
 #
 # A gate is a directory named by INFERPOOL_TEST_GATE: while the file "open" is missing from
@@ -201,6 +238,24 @@ class SlowCollateEcho(RecordingEcho):
 
 def slow_collate_echo() -> SlowCollateEcho:
     return SlowCollateEcho()
+
+
+class StallOnceEcho(RecordingEcho):
+    """The first time it sees the input "stall", its ``validate`` (which runs on the worker's
+    event loop) blocks the whole loop for INFERPOOL_TEST_DELAY_S: no poll, no heartbeat, as
+    a long GC pause or a swapped-out process would. Later deliveries pass at once."""
+
+    stalled = False
+
+    def validate(self, inputs: Any, params: Mapping[str, Any]) -> Any:
+        if inputs == "stall" and not StallOnceEcho.stalled:
+            StallOnceEcho.stalled = True
+            time.sleep(float(os.environ.get(DELAY_ENV, "0.2")))
+        return inputs
+
+
+def stall_once_echo() -> StallOnceEcho:
+    return StallOnceEcho()
 
 
 class GatedPrepareEcho(RecordingEcho):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferpool.errors import InferpoolError
+from inferpool.errors import InferpoolError, PoisonRequest
 from inferpool.protocol import ErrorInfo, ResultRecord, ResultStatus, Timings, now_ms
 from worker.models.base import Model
 from worker.request import Answer, PendingRequest, Rejection
@@ -18,6 +18,14 @@ def _end_to_end_ms(submitted_ms: int, finished_ms: int) -> float:
 def _queue_wait_ms(request: PendingRequest) -> float:
     submitted = request.envelope.submitted_ms
     return float(max(0, request.fetched_ms - submitted)) if submitted else 0.0
+
+
+def poison_error(attempts: int, max_attempts: int) -> PoisonRequest:
+    return PoisonRequest(
+        f"the record was attempted {attempts} times and each attempt ended its worker (a "
+        "crash or a hang while it was being read, prepared or run); it was moved to the "
+        f"dead-letter topic (INFERPOOL_MAX_ATTEMPTS={max_attempts})"
+    )
 
 
 class Answers:

@@ -13,13 +13,21 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from inferpool.backoff import Backoff
 from inferpool.kafka_connect import start_client
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.settings import InferpoolSettings
+from worker import kafka_batches
 from worker.offsets import TopicPartition
 
 log = get_logger("worker.consumer")
+
+KAFKA_DEFAULT_PARTITION_FETCH_BYTES = 1_048_576
+#: Room in a partition's fetch for a record's key, headers and batch framing.
+RECORD_OVERHEAD_BYTES = 64 * 1024
+FETCH_BACKOFF_FIRST_S = 0.1
+FETCH_BACKOFF_MAX_S = 5.0
 
 PartitionsCallback = Callable[[list[TopicPartition]], Awaitable[None]]
 
@@ -60,14 +68,24 @@ class RequestConsumer(Service):
     """Started, it is connected; ``subscribe`` then joins the group (the rebalance callbacks
     are usually built from things that need this consumer, hence the two steps)."""
 
-    def __init__(self, settings: InferpoolSettings, topics: list[str]) -> None:
+    def __init__(
+        self,
+        settings: InferpoolSettings,
+        topics: list[str],
+        on_fetch_error: Callable[[str], None] = lambda kind: None,
+    ) -> None:
         self._settings = settings
         self._topics = topics
+        self._on_fetch_error = on_fetch_error
+        self._fetch_backoff = Backoff(FETCH_BACKOFF_FIRST_S, FETCH_BACKOFF_MAX_S)
         self._consumer: AIOKafkaConsumer | None = None
         self._timeout_s = settings.kafka.request_timeout_ms / 1000
 
     async def _start(self) -> None:
         settings = self._settings
+        if not kafka_batches.install(settings.max_decompressed_batch_bytes):
+            log.warning("consumer.batches_unguarded",
+                        detail="an unreadable batch will stall its partition (logged)")
         consumer = AIOKafkaConsumer(
             group_id=settings.consumer_group,
             enable_auto_commit=False,
@@ -76,6 +94,12 @@ class RequestConsumer(Service):
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_bytes=settings.fetch_max_bytes,
+            # a record as large as a request may be must fit in one partition's fetch
+            max_partition_fetch_bytes=max(
+                KAFKA_DEFAULT_PARTITION_FETCH_BYTES,
+                settings.max_request_bytes + RECORD_OVERHEAD_BYTES,
+            ),
             **settings.kafka.client_options(),
         )
         await start_client(
@@ -105,12 +129,23 @@ class RequestConsumer(Service):
         return self._consumer
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]:
-        """Records from every assigned, unpaused partition, in offset order per partition."""
+        """Records from every assigned, unpaused partition, in offset order per partition.
+
+        Never raises for what the broker sent: a fetch that fails (the broker away, or a
+        batch aiokafka cannot read when the batch guard is not installed) is logged,
+        counted, and retried after a back-off."""
         try:
             batches = await self._client.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaConnectionError as error:
             log.warning("consumer.fetch_failed", error=type(error).__name__)
             return []
+        except (KafkaError, ValueError, TypeError, OSError) as error:
+            self._on_fetch_error(type(error).__name__)
+            log.error("consumer.fetch_failed", error=f"{type(error).__name__}: {error}",
+                      backoff_s=self._fetch_backoff.upcoming_s)
+            await self._fetch_backoff.sleep()
+            return []
+        self._fetch_backoff.reset()
         return [record for records in batches.values() for record in records]
 
     def highwaters(self) -> dict[TopicPartition, int]:

@@ -49,6 +49,9 @@ class Engine(Protocol):
     def oldest_submitted_ms(self) -> int | None:
         """The submit time of the oldest queued request (None when none is queued)."""
 
+    async def idle(self) -> None:
+        """Return once nothing is queued or running (a suspect is then run alone)."""
+
     async def run(self) -> None:
         """Run requests as they come, until ``drain()`` was called and all are settled."""
 

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inferpool.protocol import ResultRecord
+from worker.histograms import BulkHistogram
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -145,19 +146,19 @@ class WorkerMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = BulkHistogram(
             "inferpool_queue_wait_seconds",
             "Submit to fetched by a worker",
             ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
+            r,
         )
-        self.batch_wait = Histogram(
+        self.batch_wait = BulkHistogram(
             "inferpool_batch_wait_seconds",
             "Fetched to its batch starting",
             ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
+            r,
         )
         self.inference = Histogram(
             "inferpool_inference_seconds",
@@ -166,16 +167,28 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = BulkHistogram(
             "inferpool_end_to_end_seconds",
             "Submit to result stored",
             ["model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
+            r,
         )
         self.dead_letter_retries = Counter(
             "inferpool_dead_letter_retries",
             "Dead-letter copies sent again because the broker did not acknowledge",
+            registry=r,
+        )
+        self.dead_letter_failures = Counter(
+            "inferpool_dead_letter_failures",
+            "Dead-letter copies given up (the topic missing, refused or down; the queue full)",
+            ["reason"],
+            registry=r,
+        )
+        self.fetch_errors = Counter(
+            "inferpool_fetch_errors",
+            "Fetches that failed for another reason than a lost connection, by error",
+            ["error"],
             registry=r,
         )
         self.commit_failures = Counter(
@@ -247,9 +260,7 @@ class WorkerMetrics:
         self.batches.labels(model, reason).inc()
         self.batch_size.labels(model).observe(size)
         self.inference.labels(model).observe(inference_s)
-        batch_wait = self.batch_wait.labels(model)
-        for wait in batch_waits_s:
-            batch_wait.observe(wait)
+        self.batch_wait.observe_many((model,), batch_waits_s)
 
     def answered(self, records: Iterable[ResultRecord]) -> None:
         """Count stored results; label lookups are done once per (model, status) per call."""
@@ -269,9 +280,7 @@ class WorkerMetrics:
             self.requests.labels(model, status).inc(count)
         for histogram, samples in ((self.end_to_end, end_to_end), (self.queue_wait, queue_wait)):
             for model, values in samples.items():
-                child = histogram.labels(model)
-                for value in values:
-                    child.observe(value)
+                histogram.observe_many((model,), values)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -34,6 +34,13 @@ class OffsetToken:
     epoch: int
     offset: int
     size: int = 0
+    #: The record's identity across deliveries, for attempt counts: topic/partition/offset.
+    record_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.record_id:
+            record_id = f"{self.partition.topic}/{self.partition.partition}/{self.offset}"
+            object.__setattr__(self, "record_id", record_id)
 
 
 @dataclass(slots=True)

@@ -126,9 +126,12 @@ class Worker(Service):
         )
         sink = ResultSink(await stack.enter_async_context(store),
                           on_retry=self.metrics.store_retries.inc)
-        dead_letters = await stack.enter_async_context(
-            DeadLetterSink(settings.kafka, settings.dead_letter_topic)
-        )
+        await sink.check_access()
+        dead_letters = await stack.enter_async_context(DeadLetterSink(
+            settings.kafka, settings.dead_letter_topic, self.metrics.dead_letter_retries.inc,
+            lambda reason, count: self.metrics.dead_letter_failures.labels(reason).inc(count),
+            timeout_s=settings.dead_letter_timeout_ms / 1000,
+        ))
         settlement = Settlement(sink, dead_letters, self._tracker, self.metrics, self._task_done)
         answers = Answers(self.id)
         self._engines = await self._build_engines(registry, sink, settlement, answers)
@@ -137,17 +140,21 @@ class Worker(Service):
         for model in registry:
             self.metrics.model_loaded(model)
         preparing: Counter[TopicPartition] = Counter()  # admission counts, rebalances read
-        consumer = await stack.enter_async_context(RequestConsumer(settings, self._topics))
+        consumer = await stack.enter_async_context(RequestConsumer(
+            settings, self._topics, lambda error: self.metrics.fetch_errors.labels(error).inc()
+        ))
         self._committer = Committer(consumer, self._tracker, self.metrics,
                                     settings.commit_interval_ms)
         self._rebalance = Rebalance(self.id, self._tracker, self._engines, self._committer,
                                     preparing, settings.drain_timeout_s)
-        preparation = await stack.enter_async_context(Preparation(registry))
+        preparation = await stack.enter_async_context(
+            Preparation(registry, settings.stage_timeout_s)
+        )
         by_model = {name: e for e in self._engines for name in e.models}
         self._admission = Admission(
             consumer, self._tracker, Intake(registry, settings.max_request_bytes), preparation,
             by_model, settlement, sink, answers, preparing, settings.max_inflight_requests,
-            settings.max_inflight_bytes,
+            settings.max_inflight_bytes, settings.max_attempts,
         )
         self._settlement = settlement
         consumer.subscribe(self._rebalance.on_assigned, self._rebalance.on_revoked)
@@ -165,6 +172,7 @@ class Worker(Service):
                               registry.limits(settings.max_batch_size))
             engines.append(await stack.enter_async_context(BatchEngine(
                 ModelRegistry(one_shot), batches, poison, settlement, answers, self.metrics,
+                settings.stage_timeout_s,
             )))
         for model in registry:
             if isinstance(model, GenerativeModel):

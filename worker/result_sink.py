@@ -8,6 +8,7 @@ on where it was once the store answers again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -42,22 +43,55 @@ class ResultSink:
         return await retrying(action, (ResultStoreUnavailable,), report,
                               Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S))
 
-    async def store(self, results: Sequence[tuple[ResultRecord, Encoding]]) -> int:
-        """Store every result; retries until the store answers."""
-        return await self._retrying(lambda: self._store.write(results), "write", len(results))
+    async def check_access(self) -> None:
+        """The store's start-up access check; waits while the store is unavailable."""
+        await self._retrying(self._store.check_access, "check_access", 0)
 
-    async def count_attempts(self, request_ids: Sequence[str], delta: int = 1) -> list[int]:
-        """Add ``delta`` attempts at each request; their counts. Retries until it answers."""
+    async def store(
+        self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()
+    ) -> int:
+        """Store every result and forget the settled records' attempts; retries until the
+        store answers."""
         return await self._retrying(
-            lambda: self._store.count_attempts(request_ids, delta),
-            "count_attempts",
-            len(request_ids),
+            lambda: self._store.write(results, settled), "write", len(results)
         )
 
-    async def mark_accepted(self, request_ids: Sequence[str]) -> None:
-        """Best effort: a missing marker only makes a pending request look unknown."""
+    async def count_attempts(self, record_ids: Sequence[str], delta: int = 1) -> list[int]:
+        """Add ``delta`` attempts at each record; their counts. Retries until it answers."""
+        return await self._retrying(
+            lambda: self._store.count_attempts(record_ids, delta),
+            "count_attempts",
+            len(record_ids),
+        )
+
+    async def count_attempts_now(
+        self, record_ids: Sequence[str], timeout_s: float
+    ) -> list[int] | None:
+        """One try, bounded by ``timeout_s``; None when the store did not answer (callers on
+        the fetch loop must not wait for it)."""
         try:
-            await self._store.mark_accepted(request_ids)
+            return await asyncio.wait_for(self._store.count_attempts(record_ids), timeout_s)
+        except (ResultStoreUnavailable, TimeoutError) as error:
+            log.warning("results.attempt_count_skipped", error=str(error) or "timeout",
+                        records=len(record_ids))
+            return None
+
+    async def accept_now(
+        self, request_ids: Sequence[str], released: Sequence[str], timeout_s: float
+    ) -> None:
+        """Mark requests accepted and take one attempt off each released record, now;
+        bounded by ``timeout_s`` (best effort)."""
+        try:
+            await asyncio.wait_for(self._store.mark_accepted(request_ids, released), timeout_s)
+        except (ResultStoreUnavailable, TimeoutError) as error:
+            log.warning("results.accept_skipped", error=str(error) or "timeout",
+                        requests=len(request_ids), records=len(released))
+
+    async def mark_accepted(self, request_ids: Sequence[str], released: Sequence[str] = ()) -> None:
+        """Best effort: a missing marker only makes a pending request look unknown, and an
+        attempt not released only makes its record a suspect (run alone) next time."""
+        try:
+            await self._store.mark_accepted(request_ids, released)
         except ResultStoreUnavailable as error:
             log.warning("results.accept_mark_failed", error=str(error), requests=len(request_ids))
 

@@ -20,11 +20,17 @@ ERROR_MESSAGE_HEADER = "inferpool-error-message"
 SOURCE_TOPIC_HEADER = "inferpool-source-topic"
 SOURCE_PARTITION_HEADER = "inferpool-source-partition"
 SOURCE_OFFSET_HEADER = "inferpool-source-offset"
+#: On a copy whose value was cut to fit the dead-letter topic: "true", and the value's size.
+TRUNCATED_HEADER = "inferpool-truncated"
+ORIGINAL_SIZE_HEADER = "inferpool-original-size"
+#: On the copy of a record that had neither key nor value (Kafka needs one): "true".
+NULL_VALUE_HEADER = "inferpool-null-value"
 
 
-def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
-    """The value of the first header called ``name`` (lower case), or None."""
+def header(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> bytes | None:
+    """The value of the first header called ``name`` (lower case) that has one, or None: a
+    header with a null value counts as absent."""
     for key, value in headers or ():
-        if key.lower() == name:
+        if value is not None and key.lower() == name:
             return bytes(value)
     return None

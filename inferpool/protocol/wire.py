@@ -12,6 +12,7 @@ import base64
 import enum
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +54,12 @@ class Encoding(enum.Enum):
 
     @classmethod
     def from_headers(
-        cls, headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]
+        cls, headers: Iterable[tuple[str, bytes | None]]
     ) -> Encoding:
-        """The encoding a Kafka record declares; msgpack when it declares none."""
+        """The encoding a Kafka record declares; msgpack when it declares none (a header
+        with a null value counts as absent)."""
         for key, value in headers:
-            if key.lower() == CONTENT_TYPE_HEADER:
+            if key.lower() == CONTENT_TYPE_HEADER and value is not None:
                 known = _BY_HEADER_VALUE.get(value)  # the usual case: one dict lookup
                 if known is not None:
                     return known

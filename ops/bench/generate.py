@@ -135,7 +135,8 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.wait_for(worker.assigned.wait(), 60)
             await through_pool(settings, 1, 4)  # warm
             for c in args.concurrency:
-                limit = static_batch(model, c, args.new_tokens)
+                # the baselines run in a thread: the worker's loop (heartbeats) goes on
+                limit = await asyncio.to_thread(static_batch, model, c, args.new_tokens)
                 before, started = compute_seconds(worker), time.perf_counter()
                 pool = await through_pool(settings, c, args.new_tokens)
                 wall, after = time.perf_counter() - started, compute_seconds(worker)
@@ -145,7 +146,9 @@ async def main(args: argparse.Namespace) -> None:
                 figures: dict[str, Any] = {
                     "pool": pool,
                     "static generate()": limit,
-                    "one at a time": one_at_a_time(model, c, args.new_tokens),
+                    "one at a time": await asyncio.to_thread(
+                        one_at_a_time, model, c, args.new_tokens
+                    ),
                 }
                 for name, values in figures.items():
                     print(row(name, c, values, limit), flush=True)

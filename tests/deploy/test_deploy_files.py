@@ -45,6 +45,9 @@ COUNTERS = {
     "inferpool_dead_letters_total",
     "inferpool_commit_failures_total",
     "inferpool_result_store_retries_total",
+    "inferpool_dead_letter_retries_total",
+    "inferpool_dead_letter_failures_total",
+    "inferpool_fetch_errors_total",
 }
 HISTOGRAMS = {
     "inferpool_batch_size",

@@ -197,6 +197,13 @@ class Load:
         self.acknowledged_at = time.monotonic()
         return ids
 
+    async def send_one(self, value: str) -> str:
+        """One request whose input is ``value`` (not of the ``<tag>-<n>`` series)."""
+        request_id = await self._producer.submit("echo", value)
+        self.sent[request_id] = value
+        self._watcher.expect([request_id])
+        return request_id
+
     def stalled_for(self) -> float:
         """Seconds since the broker last acknowledged a burst."""
         return time.monotonic() - self.acknowledged_at

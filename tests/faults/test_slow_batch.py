@@ -38,15 +38,20 @@ async def trickle_through(
     factory: str,
     requests: int,
     enough: Callable[[WorkerProcess], bool] = lambda worker: False,
+    first: str | None = None,
+    delay_s: float = BATCH_SECONDS,
 ) -> tuple[WorkerProcess, Ledger]:
-    """A trickle of ``requests`` (or fewer, once ``enough`` holds), all answered."""
+    """A trickle of ``requests`` (or fewer, once ``enough`` holds), all answered; ``first``,
+    if given, is sent ahead of it."""
     env = {
         "INFERPOOL_MAX_POLL_INTERVAL_MS": str(MAX_POLL_INTERVAL_MS),
-        DELAY_ENV: str(BATCH_SECONDS),
+        DELAY_ENV: str(delay_s),
     }
     [worker] = await fleet.start(["slow"], factory, env)
     async with FirstSeen(settings) as seen, Producer(settings) as producer:
         load = Load(producer, seen, per_tick=1, tick_s=0.5)
+        if first is not None:
+            await load.send_one(first)
         load.start()
         await load.until(
             lambda: len(load.sent) >= requests or enough(worker), 60, "the trickle to end"
@@ -73,22 +78,21 @@ async def test_a_slow_forward_keeps_the_partitions(
 async def test_a_stalled_fetch_loses_the_partitions_and_recovers_without_looping(
     settings: InferpoolSettings, fleet: Fleet
 ) -> None:
-    # SlowCollateEcho has a prepare hook (as text models do) and a collate slower than
-    # max_poll_interval_ms; its forward is instant.
+    # StallOnceEcho blocks the worker's event loop once, on the request "stall", longer
+    # than the session timeout: the group must drop the member, and the worker rejoin.
+    stall_s = settings.session_timeout_ms / 1000 + 2
     worker, ledger = await trickle_through(
-        settings,
-        fleet,
-        "slow_collate_echo",
-        requests=60,
-        enough=lambda worker: len(lost_partitions(worker)) >= 2,
+        settings, fleet, "stall_once_echo", requests=20,
+        enough=lambda worker: len(lost_partitions(worker)) >= 2, first="stall", delay_s=stall_s,
     )
     # check_invariant (in trickle_through) showed every request answered, none changed.
     lost = lost_partitions(worker)
-    if lost:  # it may lose its partitions once; then it must have rejoined
-        assert named(worker, "rebalance.assigned")[-1]["timestamp"] > lost[-1]["timestamp"]
+    assert lost, "a fetch loop stalled past max_poll_interval_ms must lose the partitions"
+    assert named(worker, "rebalance.assigned")[-1]["timestamp"] > lost[-1]["timestamp"]
     if len(lost) > 1 or max(ledger.runs.values()) > 2:
         raise Looping(
             f"the worker lost its partitions {len(lost)} times under a steady load of "
             f"{ledger.sent} requests at 2/s; {ledger.duplicate_runs} duplicate runs; "
             f"{len(named(worker, 'commit.failed'))} commit.failed events"
         )
+    assert not ledger.changed, "a result was answered twice with different contents"

@@ -21,10 +21,19 @@ pytestmark = pytest.mark.slow
 MAX_ATTEMPTS = 2
 
 
+@pytest.mark.parametrize(
+    ("model", "env"),
+    [
+        ("exiting_echo", {}),  # the process dies in forward()
+        ("prepare_killing_echo", {}),  # ... in prepare(), at admission
+        ("hanging_echo", {"INFERPOOL_STAGE_TIMEOUT_S": "1"}),  # forward() never returns
+    ],
+)
 async def test_a_poison_request_is_dead_lettered_after_max_attempts(
-    settings: InferpoolSettings, tmp_path: Path
+    settings: InferpoolSettings, tmp_path: Path, model: str, env: dict[str, str]
 ) -> None:
-    settings = settings.model_copy(update={"request_topic_partitions": 1, "max_wait_ms": 50})
+    settings = settings.model_copy(update={"request_topic_partitions": 1, "max_wait_ms": 50,
+                                           "session_timeout_ms": 3000})
     inputs = [f"good-{i}" for i in range(10)] + ["poison"] + [f"good-{i}" for i in range(10, 20)]
     async with Producer(settings) as producer:
         ids = await producer.submit_many(SubmitRequest("echo", value) for value in inputs)
@@ -35,8 +44,8 @@ async def test_a_poison_request_is_dead_lettered_after_max_attempts(
         async with ResultReader(settings.redis, keys, 0.2) as reader:
             for generation in range(MAX_ATTEMPTS + 2):  # a supervisor: restart what died
                 worker = WorkerProcess(
-                    settings, tmp_path, f"worker-{generation}", "echo=testing_models:exiting_echo",
-                    {"INFERPOOL_MAX_ATTEMPTS": str(MAX_ATTEMPTS)},
+                    settings, tmp_path, f"worker-{generation}", f"echo=testing_models:{model}",
+                    {"INFERPOOL_MAX_ATTEMPTS": str(MAX_ATTEMPTS), **env},
                 )
                 workers.append(worker)
                 worker.start()
@@ -58,7 +67,8 @@ async def test_a_poison_request_is_dead_lettered_after_max_attempts(
     assert poison.error.code == "poison_request"
     others = {r.outputs: (r.status, r.error) for i, r in results.items() if i != poison_id}
     bad = {k: v for k, v in others.items() if v[0] is not ResultStatus.OK}
-    assert not bad, bad
+    assert not bad, {i: (r.status, r.error, r.worker) for i, r in results.items()
+                     if i != poison_id and r.status is not ResultStatus.OK} | {"poison": poison_id}
     assert dict(dead[0].headers)[ERROR_CODE_HEADER] == b"poison_request"
     calls = Counter(read_calls(workers[0].call_log))
     assert calls["poison-attempt"] == MAX_ATTEMPTS  # never run again after the limit

@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 
 from inferpool.embedded import EmbeddedRedis
+from inferpool.errors import ConfigurationError
 from inferpool.protocol import ResultKeys, ResultRecord, ResultStatus
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import RedisSettings
@@ -75,3 +76,26 @@ async def test_workers_write_and_clients_read_with_the_documented_acls(
     admin = redis.Redis(port=redis_server.port)
     admin.execute_command("ACL", "DELUSER", *acls)
     admin.close()
+
+
+async def test_a_worker_missing_a_permission_is_told_so_at_start(
+    redis_server: EmbeddedRedis, namespace: str
+) -> None:
+    rules = documented_acls()["inferpool-worker"].replace("~inferpool:*", f"~{namespace}:*")
+    rules = rules.replace("&inferpool:*", f"&{namespace}:*").replace(">WORKER_PASSWORD", ">p")
+    admin = redis.Redis(port=redis_server.port)
+    user = f"{namespace}-worker"
+    admin.execute_command("ACL", "SETUSER", user, "reset", *rules.replace(" +publish", "").split())
+    try:
+        lacking = RedisSettings(url=url(redis_server, user, "p"))
+        async with ResultWriter(lacking, ResultKeys(namespace), ttl_s=60) as writer:
+            with pytest.raises(ConfigurationError, match="publish"):
+                await writer.check_access()
+        documented = RedisSettings(url=url(redis_server, "inferpool-worker", "w-pass"))
+        admin.execute_command("ACL", "SETUSER", "inferpool-worker", "reset",
+                              *rules.replace(">p", ">w-pass").split())
+        async with ResultWriter(documented, ResultKeys(namespace), ttl_s=60) as writer:
+            await writer.check_access()  # the documented permissions are enough
+    finally:
+        admin.execute_command("ACL", "DELUSER", user, "inferpool-worker")
+        admin.close()

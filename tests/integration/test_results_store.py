@@ -146,7 +146,7 @@ async def test_attempt_counts_add_delta_and_are_dropped_by_the_result(
     assert await writer.count_attempts(["c1"], delta=2) == [3]
     assert await writer.count_attempts(["c1"], delta=-1) == [2]
     assert 0 < await admin.ttl(keys.attempts("c1")) <= TTL_S
-    await writer.write([(ok_record("c1"), Encoding.MSGPACK)])
+    await writer.write([(ok_record("c1"), Encoding.MSGPACK)], settled=["c1"])
     assert not await admin.exists(keys.attempts("c1"))
     assert await admin.exists(keys.attempts("c2"))
 

@@ -56,8 +56,11 @@ async def test_attempts_count_up_and_a_result_forgets_them(store: ResultStore) -
     assert await store.count_attempts(["s", "t"]) == [1, 1]
     assert await store.count_attempts(["s"]) == [2]
     assert await store.count_attempts(["s"], delta=-1) == [1]
-    await store.write([(ok("s"), Encoding.MSGPACK)])
+    await store.write([(ok("s"), Encoding.MSGPACK)], settled=["s"])
     assert await store.count_attempts(["s", "t"]) == [1, 2]
+    await store.mark_accepted(["t-request"], released=["t", "never-counted"])
+    assert await store.count_attempts(["t", "never-counted"]) == [2, 1]
+    assert (await store.get("t-request")).state is RequestState.PENDING
 
 
 async def test_an_output_that_cannot_be_encoded_is_stored_as_invalid_output(

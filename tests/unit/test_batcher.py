@@ -189,3 +189,48 @@ def test_stale_deadlines_do_not_pull_a_batch_forward() -> None:
     batch = batcher.take(now=0.0)
     assert batch is not None and [r.id for r in batch.requests] == ["r0", "r1"]
     assert batcher.next_due() == 100.0  # only r2 is left: the taken deadlines are gone
+
+
+# --- while the model is busy, batches keep collecting ---------------------------------------
+
+
+def test_a_busy_model_keeps_the_next_batch_collecting_past_max_wait() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.01)
+    for index in range(3):
+        batcher.add(pending(index, fetched=0.0))
+    assert batcher.take(now=0.5, busy=True) is None, "waiting alone never closes while busy"
+    assert batcher.next_due(busy=True) is None
+    for index in range(3, 6):
+        batcher.add(pending(index, fetched=0.4))
+    batch = batcher.take(now=0.5, busy=False)  # the model is free: it closes at once
+    assert batch is not None and batch.reason is CloseReason.WAITED
+    assert len(batch.requests) == 6, "what arrived while the model was busy joined the batch"
+
+
+def test_a_busy_model_still_gets_a_full_batch_and_a_deadline() -> None:
+    batcher = Batcher(max_batch_size=4, max_wait_s=0.01)
+    for index in range(4):
+        batcher.add(pending(index))
+    full = batcher.take(now=0.0, busy=True)
+    assert full is not None and full.reason is CloseReason.FULL
+    batcher.add(pending(9, deadline=1.0))
+    assert batcher.next_due(busy=True) == 1.0
+    assert batcher.take(now=0.5, busy=True) is None
+    urgent = batcher.take(now=1.0, busy=True)
+    assert urgent is not None and urgent.reason is CloseReason.DEADLINE
+
+
+def test_an_idle_model_waits_at_most_max_wait() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.01)
+    batcher.add(pending(0, fetched=1.0))
+    assert batcher.next_due(busy=False) == pytest.approx(1.01)
+    assert batcher.take(now=1.005) is None
+    batch = batcher.take(now=1.01)
+    assert batch is not None and batch.reason is CloseReason.WAITED
+
+
+def test_draining_closes_even_while_busy() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=10)
+    batcher.add(pending(0))
+    batch = batcher.take(now=0.0, drain=True, busy=True)
+    assert batch is not None and batch.reason is CloseReason.DRAIN

@@ -60,7 +60,7 @@ def test_a_model_that_raises_anything_in_validate_rejects_just_that_request() ->
 
     intake = Intake(ModelRegistry([Picky()]), 512)
     value = pack_msgpack({"version": 1, "id": "r", "model": "picky", "inputs": 1})
-    rejection = intake.admit(Record(value), TOKEN, 0.0, 0)
+    rejection = intake.admit(Record(value, key=b"r"), TOKEN, 0.0, 0)
     assert isinstance(rejection, Rejection) and rejection.error.code == "invalid_input"
 
 
@@ -81,3 +81,62 @@ def test_a_record_that_breaks_intake_unexpectedly_is_rejected_not_raised() -> No
     rejection = admit(Record(b"\x80", headers=12345))  # headers that cannot be iterated
     assert isinstance(rejection, Rejection)
     assert rejection.request_id == "req-1" and rejection.error.code == "malformed_request"
+
+
+# --- records no well-behaved producer sends (docs/protocol.md, section 2.5) --------------
+
+GOOD = {"version": 1, "id": "req-1", "model": "echo", "inputs": 1}
+
+
+def test_a_tombstone_is_malformed_under_its_key() -> None:
+    rejection = admit(Record(None))
+    assert isinstance(rejection, Rejection) and rejection.request_id == "req-1"
+    assert rejection.error.code == "malformed_request" and "tombstone" in str(rejection.error)
+
+
+def test_an_empty_value_is_malformed_under_its_key() -> None:
+    rejection = admit(Record(b""))
+    assert isinstance(rejection, Rejection) and rejection.error.code == "malformed_request"
+    assert "empty" in str(rejection.error) and rejection.request_id == "req-1"
+
+
+def test_a_key_that_is_not_the_id_is_refused_under_the_key_never_the_id() -> None:
+    forged = pack_msgpack({**GOOD, "id": "victim-id"})
+    rejection = admit(Record(forged, key=b"bad-mismatch"))
+    assert isinstance(rejection, Rejection) and rejection.error.code == "invalid_request"
+    assert rejection.request_id == "bad-mismatch"
+    assert "victim-id" in str(rejection.error) and "record key" in str(rejection.error)
+
+
+def test_a_null_key_is_refused_with_no_id_to_answer_under() -> None:
+    rejection = admit(Record(pack_msgpack(GOOD), key=None))
+    assert isinstance(rejection, Rejection) and rejection.error.code == "invalid_request"
+    assert rejection.request_id is None
+
+
+def test_a_rejection_never_uses_the_id_in_the_value() -> None:
+    unknown_model = pack_msgpack({**GOOD, "id": "victim-id", "model": "nope"})
+    rejection = admit(Record(unknown_model, key=b"attacker"))
+    assert isinstance(rejection, Rejection) and rejection.request_id == "attacker"
+
+
+def test_headers_with_null_values_count_as_absent() -> None:
+    request = admit(Record(pack_msgpack(GOOD), headers=[("content-type", None),
+                                                        ("traceparent", None), ("x", None)]))
+    assert isinstance(request, PendingRequest) and request.traceparent is None
+
+
+def test_a_marker_for_an_unreadable_batch_is_rejected_with_its_offsets() -> None:
+    from worker.kafka_batches import FIRST_OFFSET_HEADER, UNREADABLE_HEADER
+
+    marker = Record(None, key=None, offset=41,
+                    headers=[(UNREADABLE_HEADER, b"bad CRC"), (FIRST_OFFSET_HEADER, b"7")])
+    rejection = admit(marker)
+    assert isinstance(rejection, Rejection) and rejection.error.code == "unreadable_batch"
+    assert rejection.request_id is None and "7-41" in str(rejection.error)
+
+
+def test_a_forged_marker_is_just_a_tombstone() -> None:
+    forged = Record(None, key=None, headers=[("x-inferpool-unreadable-0000", b"x")])
+    rejection = admit(forged)
+    assert isinstance(rejection, Rejection) and rejection.error.code == "malformed_request"

@@ -166,7 +166,8 @@ async def test_an_expired_request_is_answered_expired_without_running() -> None:
 async def test_a_request_past_max_attempts_is_poison_and_never_runs() -> None:
     model = Recording()
     kit = StageKit(model, max_attempts=2)
-    kit.store.attempts.update({"killer": 2, "suspect": 1})  # earlier runs that never ended
+    # earlier runs of offsets 0 and 1 never ended
+    kit.store.attempts.update({"requests/0/0": 2, "requests/0/1": 1})
     async with kit.running(fetching=False):
         kit.engine.admit([pending(kit, "killer", "k"), pending(kit, "suspect", "s", offset=1),
                           pending(kit, "fresh", "f", offset=2)])
@@ -238,3 +239,110 @@ async def test_commits_cover_exactly_what_is_answered(count: int) -> None:
         await kit.results([f"c{i}" for i in range(count)])
         assert await kit.committer.commit()
     assert kit.consumer.commits == [{PARTITION: count}]
+
+
+# --- poison found at admission ----------------------------------------------------------------
+
+
+class PrepareSpy(ListModel):
+    """Records which items it prepares, and the store's attempt counts while it prepares the
+    item "culprit" (what a crash at that moment would leave behind)."""
+
+    name = "spy"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.prepared: list[Any] = []
+        self.counts_during_culprit: dict[str, int] | None = None
+
+    def prepare(self, items: Any) -> list[Any]:
+        if "culprit" in items:
+            self.counts_during_culprit = dict(self.store.attempts)
+        self.prepared.extend(items)
+        return list(items)
+
+    def forward(self, batch: Any) -> Any:
+        return batch
+
+
+def spy_records(*names: str) -> list[Any]:
+    return [raw_record(packed({"version": 1, "id": n, "model": "spy", "inputs": n}),
+                       n.encode(), offset) for offset, n in enumerate(names)]
+
+
+async def test_a_record_past_max_attempts_at_admission_is_poison_and_never_read() -> None:
+    model = PrepareSpy(None)
+    kit = StageKit(model, max_attempts=2)
+    model.store = kit.store
+    kit.store.attempts.update({"requests/0/1": 2})  # two earlier deliveries died in it
+    kit.consumer.pending = spy_records("a", "culprit", "b")
+    async with kit.running():
+        found = await kit.results(["a", "culprit", "b"])
+        await wait_for(lambda: kit.tracker.committable() == {PARTITION: 3})
+    assert found["culprit"].error is not None
+    assert found["culprit"].error.code == "poison_request"
+    assert "culprit" not in model.prepared and sorted(model.prepared) == ["a", "b"]
+    assert [r.request_id for r in kit.dead_letters.sent] == ["culprit"]
+    assert not kit.store.attempts, "every counter is settled"
+
+
+async def test_a_suspect_is_counted_alone_so_a_crash_blames_only_it() -> None:
+    model = PrepareSpy(None)
+    kit = StageKit(model, max_attempts=3)
+    model.store = kit.store
+    # an earlier delivery died while the whole chunk was held: all three are suspects now
+    kit.store.attempts.update({"requests/0/0": 1, "requests/0/1": 1, "requests/0/2": 1})
+    kit.consumer.pending = spy_records("a", "culprit", "b")
+    async with kit.running():
+        found = await kit.results(["a", "culprit", "b"])
+    assert all(record.status is ResultStatus.OK for record in found.values())
+    during = model.counts_during_culprit
+    assert during is not None
+    assert during.get("requests/0/1") == 2, "the culprit carries this delivery's attempt"
+    assert during.get("requests/0/0", 0) <= 1 and during.get("requests/0/2", 0) <= 1, during
+
+
+async def test_an_unanswering_store_admits_uncounted_rather_than_stall() -> None:
+    kit = StageKit(EchoModel())
+    async with kit.running():
+        kit.store.unavailable = True
+        kit.consumer.pending = records(2)
+        await wait_for(lambda: retries(kit) >= 1)  # admitted: the engine's screen waits
+        kit.store.unavailable = False
+        found = await kit.results(["r0", "r1"])
+    assert len(found) == 2
+
+
+async def test_a_hung_batch_fails_the_engine_with_stage_hung() -> None:
+    from inferpool.errors import StageHung
+
+    model = Gate()
+    kit = StageKit(model)
+    kit.engine = type(kit.engine)(
+        kit.registry, kit.engine._batcher, kit.engine._poison_screen, kit.settlement,
+        kit.answers, kit.metrics, stage_timeout_s=0.2,
+    )
+    async with kit.store, kit.engine, kit.preparation:
+        kit.engine.admit([pending(kit, "stuck", 1)])
+        with pytest.raises(StageHung, match="INFERPOOL_STAGE_TIMEOUT_S"):
+            await asyncio.wait_for(kit.engine.run(), 10)
+        model.open.set()
+    assert kit.store.record("stuck") is None and kit.tracker.committable() == {}
+
+
+async def test_requests_that_arrive_while_the_model_is_busy_form_one_batch() -> None:
+    model = Gate()
+    kit = StageKit(model, max_batch_size=32, max_wait_s=0.005)
+    async with kit.store, kit.engine, kit.preparation:
+        loop = asyncio.create_task(kit.engine.run())
+        kit.engine.admit([pending(kit, "first", 0)])
+        await asyncio.to_thread(model.entered.wait, 5)
+        for index in range(1, 11):  # trickling in, each waiting past max_wait, model busy
+            kit.engine.admit([pending(kit, f"later-{index}", index, offset=index)])
+            await asyncio.sleep(0.01)
+        assert kit.engine.queued() == 10, "nothing closed while the model was busy"
+        model.open.set()
+        found = await kit.results([f"later-{i}" for i in range(1, 11)])
+        kit.engine.drain()
+        await asyncio.wait_for(loop, 5)
+    assert {record.batch_size for record in found.values()} == {10}

@@ -21,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from inferpool.logs import get_logger
-from inferpool.protocol import now_ms
+from inferpool.protocol import id_from_key, now_ms
+from inferpool.protocol.wire import Encoding
 from worker.admission.intake import Intake
 from worker.admission.preparation import Preparation
-from worker.answers import Answers
+from worker.answers import Answers, poison_error
 from worker.engine import Engine
-from worker.offsets import OffsetTracker, TopicPartition
+from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
 from worker.request import Answer, KafkaRecord, PendingRequest, Rejection
 from worker.result_sink import ResultSink
 
@@ -35,6 +36,9 @@ log = get_logger("worker.admission")
 FETCH_TIMEOUT_MS = 100
 MAX_FETCH_RECORDS = 2000
 BACKPRESSURE_POLL_S = 1.0
+#: Counting a chunk's attempts may not hold the fetch loop longer than this (the store may
+#: be down: the chunk is then admitted uncounted).
+ATTEMPT_COUNT_TIMEOUT_S = 2.0
 
 
 class RecordSource(Protocol):
@@ -69,6 +73,7 @@ class Admission:
         preparing: Counter[TopicPartition],
         max_inflight_requests: int,
         max_inflight_bytes: int,
+        max_attempts: int,
     ) -> None:
         self._consumer = consumer
         self._tracker = tracker
@@ -80,6 +85,7 @@ class Admission:
         self._answers = answers
         self._max_requests = max_inflight_requests
         self._max_bytes = max_inflight_bytes
+        self._max_attempts = max_attempts
         self._preparing = preparing  # records in preparation, by partition (rebalances read it)
         self._marking: set[asyncio.Task[None]] = set()
         self.fetching = True
@@ -115,24 +121,87 @@ class Admission:
         await asyncio.gather(*self._marking, return_exceptions=True)
 
     async def admit(self, records: Sequence[KafkaRecord]) -> None:
-        now_monotonic, wall_ms = time.monotonic(), now_ms()
+        """Track, count, read, prepare and hand over one fetched chunk.
+
+        Every record's attempts are counted before anything can crash on it (decode,
+        validate, prepare, cost) and released once it is handed over, so a record that kills
+        its worker while being admitted is caught like one that kills it while running. A
+        record seen before (a suspect) is not blamed for its neighbours: its chunk count is
+        taken back, and once the others are done it goes through the whole worker alone —
+        counted, read, prepared, run and settled with nothing else in any stage — so a crash
+        then is its own; past ``max_attempts`` it is refused unread, as poison."""
+        now = (time.monotonic(), now_ms())
+        tokens = [
+            self._tracker.track(TopicPartition(r.topic, r.partition), r.offset, len(r.value or b""))
+            for r in records
+        ]
+        counts = await self._sink.count_attempts_now(
+            [token.record_id for token in tokens], ATTEMPT_COUNT_TIMEOUT_S
+        )
+        if counts is None:  # the store did not answer: admitted uncounted
+            await self._admit_group(list(zip(records, tokens, strict=True)), now, counted=False)
+            return
+        first = [(r, t) for r, t, count in zip(records, tokens, counts, strict=True) if count <= 1]
+        suspects = [(r, t) for r, t, count in zip(records, tokens, counts, strict=True)
+                    if count > 1]
+        if suspects:
+            await self._sink.accept_now([], [t.record_id for _, t in suspects],
+                                        ATTEMPT_COUNT_TIMEOUT_S)
+        await self._admit_group(first, now, counted=True)
+        for record, token in suspects:  # alone: if it kills this worker, nothing else is blamed
+            await self._quiet()
+            count = await self._sink.count_attempts_now([token.record_id],
+                                                        ATTEMPT_COUNT_TIMEOUT_S)
+            if count is not None and count[0] > self._max_attempts:
+                poison = self._poison(record, token, count[0] - 1)
+                self._settlement.settle_soon([self._answers.settles_rejected(poison)])
+                continue
+            await self._admit_group([(record, token)], now, counted=count is not None)
+            await self._quiet()  # ... until it is settled: it ran with nothing beside it
+
+    async def _quiet(self) -> None:
+        """Until no engine has anything queued or running."""
+        for engine in dict.fromkeys(self._engines.values()):
+            await engine.idle()
+
+    async def _admit_group(
+        self,
+        group: list[tuple[KafkaRecord, OffsetToken]],
+        now: tuple[float, int],
+        counted: bool,
+    ) -> None:
+        """Intake, preparation and hand-over of ``group``. Its attempts are released before
+        anything of it can start in an engine (which counts its own attempt at running), so
+        a crash later never blames a record twice."""
         rejections: list[Rejection] = []
         admitted: list[PendingRequest] = []
-        for record in records:
-            token = self._tracker.track(
-                TopicPartition(record.topic, record.partition), record.offset,
-                len(record.value or b""),
-            )
-            outcome = self._intake.admit(record, token, now_monotonic, wall_ms)
+        for record, token in group:
+            outcome = self._intake.admit(record, token, *now)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
             else:
                 admitted.append(outcome)
+        ready: list[PendingRequest] = []
         if admitted:
-            admitted, unprepared = await self._prepared(admitted)
+            ready, unprepared = await self._prepared(admitted)
             rejections += unprepared
-        self._hand_over(admitted)
         self._settlement.settle_soon([self._answers.settles_rejected(r) for r in rejections])
+        if not ready:
+            return
+        if counted:  # markers and releases in one round trip, before anything can start
+            await self._sink.accept_now([r.id for r in ready], [r.token.record_id for r in ready],
+                                        ATTEMPT_COUNT_TIMEOUT_S)
+        else:  # the store did not answer: markers are best effort, off the fetch loop
+            task = asyncio.create_task(self._sink.mark_accepted([r.id for r in ready]))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+        self._hand_over(ready)
+
+    def _poison(self, record: KafkaRecord, token: OffsetToken, attempts: int) -> Rejection:
+        log.warning("request.poison", partition=record.partition, offset=record.offset,
+                    attempts=attempts, stage="admission")
+        return Rejection(record, token, id_from_key(record.key),
+                         poison_error(attempts, self._max_attempts), Encoding.MSGPACK)
 
     async def _prepared(
         self, requests: list[PendingRequest]
@@ -156,11 +225,6 @@ class Admission:
             by_engine.setdefault(id(engine), (engine, []))[1].append(request)
         for engine, group in by_engine.values():
             engine.admit(group)
-        handed = [request.id for _, group in by_engine.values() for request in group]
-        if handed:
-            task = asyncio.create_task(self._sink.mark_accepted(handed))
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition: the broker's end offset less the first offset not yet

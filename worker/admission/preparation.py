@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from inferpool.errors import InvalidInput, RequestError
+from inferpool.errors import InvalidInput, RequestError, StageHung
 from inferpool.lifecycle import Service
 from worker.models.base import Model, has_hook
 from worker.models.registry import ModelRegistry
@@ -45,16 +45,18 @@ def prepare_items(model: Model, items: Sequence[Any]) -> list[Any]:
 class Preparation(Service):
     """Runs ``prepare`` (and ``cost``) for admitted requests in the preparation thread."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, stage_timeout_s: float | None = None) -> None:
         self._registry = registry
+        self._stage_timeout_s = stage_timeout_s
+        self._hung = False
         self._thread: ThreadPoolExecutor | None = None
 
     async def _start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inferpool-prepare")
 
     async def _stop(self) -> None:
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.shutdown, wait=True)
+        if self._thread is not None:  # a hung thread is never waited for
+            await asyncio.to_thread(self._thread.shutdown, wait=not self._hung)
 
     async def prepare(
         self, requests: list[PendingRequest]
@@ -74,7 +76,9 @@ class Preparation(Service):
                 ready.extend(group)
                 continue
             items = [request.item for request in group]
-            prepared = await loop.run_in_executor(self._thread, prepare_items, model, items)
+            prepared = await self._bounded(
+                loop.run_in_executor(self._thread, prepare_items, model, items)
+            )
             measures_cost = has_hook(model, "cost")
             for request, item in zip(group, prepared, strict=True):
                 if isinstance(item, Exception):
@@ -84,3 +88,13 @@ class Preparation(Service):
                 cost = model.cost(item) if measures_cost else 1  # type: ignore[attr-defined]
                 ready.append(dataclasses.replace(request, item=item, cost=cost))
         return ready, rejected
+
+    async def _bounded(self, work: asyncio.Future[list[Any]]) -> list[Any]:
+        try:
+            return await asyncio.wait_for(work, self._stage_timeout_s)
+        except TimeoutError:
+            self._hung = True
+            raise StageHung(
+                f"prepare ran past {self._stage_timeout_s:g} s (INFERPOOL_STAGE_TIMEOUT_S); "
+                "the worker must be restarted"
+            ) from None

@@ -38,6 +38,7 @@ class BatchEngine(Service):
         settlement: Settle,
         answers: Answers,
         metrics: WorkerMetrics,
+        stage_timeout_s: float | None = None,
     ) -> None:
         self._registry = registry
         self._batcher = batcher
@@ -45,8 +46,10 @@ class BatchEngine(Service):
         self._settlement = settlement
         self._answers = answers
         self._metrics = metrics
-        self._runner = ModelRunner()
+        self._runner = ModelRunner(stage_timeout_s)
         self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._draining = False
 
     @property
@@ -72,7 +75,11 @@ class BatchEngine(Service):
         for request in requests:
             self._batcher.add(request)
         if requests:
+            self._idle.clear()
             self._arrived.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
         return self._batcher.discard(predicate)
@@ -90,20 +97,31 @@ class BatchEngine(Service):
     # --- the batch loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Close batches as they fall due and run up to MAX_BATCHES_IN_FLIGHT at once."""
+        """Close batches as they fall due and run up to MAX_BATCHES_IN_FLIGHT at once.
+
+        While a batch runs the model is busy: the next batch keeps collecting (it closes
+        early only when full or when a deadline needs it, and then waits for the model in
+        the pipeline), and closes with whatever it holds once the model is free."""
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
+                if not running and not len(self._batcher):
+                    self._idle.set()
                 self._arrived.clear()
                 now = time.monotonic()
                 room = len(running) < MAX_BATCHES_IN_FLIGHT
-                batch = self._batcher.take(now, drain=self._draining) if room else None
+                busy = bool(running)
+                batch = (
+                    self._batcher.take(now, drain=self._draining, busy=busy) if room else None
+                )
                 if batch is not None:
+                    self._idle.clear()
                     running.add(asyncio.create_task(self._run(batch)))
                     continue
                 if self._draining and not running and not len(self._batcher):
                     return
-                await self._wait_for_work(running, self._batcher.next_due() if room else None)
+                due = self._batcher.next_due(busy) if room else None
+                await self._wait_for_work(running, due)
         finally:
             for task in running:
                 task.cancel()

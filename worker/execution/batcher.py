@@ -1,10 +1,15 @@
 """Batcher: deadline-aware micro-batching, a small pure unit (no I/O, time passed in).
 
 A model's queue closes into a batch when it holds ``max_batch_size`` requests or
-``max_batch_tokens`` of cost (FULL),
-when its oldest request has waited ``max_wait_s`` since it was fetched (WAITED), or
-earlier when a request's own deadline, less the model's recent batch time, needs it
-(DEADLINE). While draining, every queue closes at once (DRAIN). Requests already past
+``max_batch_tokens`` of cost (FULL), when a request's own deadline, less the model's
+recent batch time, needs it (DEADLINE), and — only while the model is idle — when its
+oldest request has waited ``max_wait_s`` since it was fetched (WAITED). While the model is
+busy with a batch, the next one keeps collecting instead of closing after ``max_wait_s``
+with whatever has arrived: it closes when it is full, when a deadline needs it, or when
+the model becomes free (then its oldest request has usually waited past ``max_wait_s``, so
+it closes at once). So batches grow with load instead of queueing small behind each other,
+and ``max_wait_s`` bounds the wait only when nothing else holds the model. While draining,
+every queue closes at once (DRAIN). Requests already past
 their deadline come out in ``Batch.expired`` and never reach the model. A batch never
 mixes models. Within a window of the oldest requests, a batch holds the oldest one and
 those nearest to it in cost (token count, for text), so padding stays small.
@@ -73,18 +78,31 @@ class _ModelQueue:
 
 
 def _fits(costs: list[int], lo: int, hi: int, limits: BatchLimits) -> bool:
+    """Whether the requests ``lo..hi`` of ``costs`` (sorted ascending, so the largest is
+    ``costs[hi]``) fit in one batch."""
     count = hi - lo + 1
     if count > limits.max_batch_size:
         return False
     tokens = limits.max_batch_tokens
-    return tokens is None or count == 1 or max(costs[lo : hi + 1]) * count <= tokens
+    return tokens is None or count == 1 or costs[hi] * count <= tokens
+
+
+def _uniform_count(available: int, cost: int, limits: BatchLimits) -> int:
+    """How many requests of equal ``cost`` one batch takes, of ``available``."""
+    count = min(available, limits.max_batch_size)
+    if limits.max_batch_tokens is not None and cost > 0:
+        count = min(count, max(1, limits.max_batch_tokens // cost))
+    return count
 
 
 def shape(window: list[tuple[int, PendingRequest]], limits: BatchLimits) -> list[int]:
     """Indices (into ``window``, oldest first) of the batch to run: the oldest request and
     the requests nearest to it in cost, so that padding stays small, within the limits."""
-    order = sorted(range(len(window)), key=lambda index: window[index][1].cost)
-    costs = [window[index][1].cost for index in order]
+    window_costs = [entry[1].cost for entry in window]
+    if min(window_costs) == max(window_costs):  # all alike (echo, tensors): the oldest first
+        return list(range(_uniform_count(len(window), window_costs[0], limits)))
+    order = sorted(range(len(window)), key=window_costs.__getitem__)
+    costs = [window_costs[index] for index in order]
     lo = hi = order.index(0)
     while True:
         grow_low = lo > 0 and _fits(costs, lo - 1, hi, limits)
@@ -142,28 +160,32 @@ class Batcher:
         else:
             queue.batch_seconds += _EWMA_WEIGHT * (batch_seconds - queue.batch_seconds)
 
-    def _due(self, queue: _ModelQueue) -> tuple[float, CloseReason] | None:
+    def _due(self, queue: _ModelQueue, busy: bool) -> tuple[float, CloseReason] | None:
         if not queue.requests:
             return None
         oldest = queue.requests[0][1]
         if queue.full():
             return oldest.fetched_monotonic, CloseReason.FULL
         due, reason = oldest.fetched_monotonic + self.max_wait_s, CloseReason.WAITED
+        if busy:  # the model cannot take it now: keep collecting
+            due = float("inf")
         deadline = queue.earliest_deadline()
         if deadline is not None and deadline - queue.batch_seconds < due:
             due, reason = deadline - queue.batch_seconds, CloseReason.DEADLINE
-        return due, reason
+        return None if due == float("inf") else (due, reason)
 
-    def next_due(self) -> float | None:
-        """The earliest time some queue closes; None when nothing is queued."""
-        dues = [due[0] for queue in self._queues.values() if (due := self._due(queue))]
+    def next_due(self, busy: bool = False) -> float | None:
+        """The earliest time some queue closes (``busy``: while the model computes); None
+        when nothing would close."""
+        dues = [due[0] for queue in self._queues.values() if (due := self._due(queue, busy))]
         return min(dues, default=None)
 
-    def take(self, now: float, drain: bool = False) -> Batch | None:
-        """The next batch due at ``now`` (any non-empty queue when draining), or None."""
+    def take(self, now: float, drain: bool = False, busy: bool = False) -> Batch | None:
+        """The next batch due at ``now`` (any non-empty queue when draining), or None;
+        ``busy`` says the model is computing a batch (then nothing closes by waiting)."""
         chosen: tuple[float, str, CloseReason] | None = None
         for model, queue in self._queues.items():
-            due = self._due(queue)
+            due = self._due(queue, busy and not drain)
             if due is None or (not drain and due[0] > now):
                 continue
             if chosen is None or due[0] < chosen[0]:

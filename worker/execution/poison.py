@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferpool.errors import PoisonRequest
 from inferpool.logs import get_logger
+from worker.answers import poison_error
 from worker.request import PendingRequest, Rejection
 from worker.result_sink import ResultSink
 
@@ -34,25 +34,22 @@ class PoisonScreen:
         screened = Screened()
         if not requests:
             return screened
-        counts = await self._sink.count_attempts([r.id for r in requests])
+        counts = await self._sink.count_attempts([r.token.record_id for r in requests])
         for request, count in zip(requests, counts, strict=True):
             if count > self._max_attempts and request.record is not None:
                 screened.poison.append(self._reject(request, count - 1))
             else:
                 (screened.fresh if count <= 1 else screened.suspects).append(request)
         if screened.suspects:  # a suspect's attempt is counted again right before it runs
-            await self._sink.count_attempts([r.id for r in screened.suspects], delta=-1)
+            suspects = [r.token.record_id for r in screened.suspects]
+            await self._sink.count_attempts(suspects, delta=-1)
         return screened
 
     async def before_alone(self, suspect: PendingRequest) -> None:
-        await self._sink.count_attempts([suspect.id])
+        await self._sink.count_attempts([suspect.token.record_id])
 
     def _reject(self, request: PendingRequest, attempts: int) -> Rejection:
-        error = PoisonRequest(
-            f"request was attempted {attempts} times and each attempt ended its worker "
-            f"(crash or hang); it was moved to the dead-letter topic "
-            f"(INFERPOOL_MAX_ATTEMPTS={self._max_attempts})"
-        )
+        error = poison_error(attempts, self._max_attempts)
         log.warning(
             "request.poison", request_id=request.id, attempts=attempts, trace=request.traceparent
         )

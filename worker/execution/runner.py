@@ -12,14 +12,16 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from inferpool.errors import ModelError
+from inferpool.errors import ModelError, StageHung
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from worker.models.base import Model
 
 log = get_logger("worker.runner")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,9 @@ class ModelRunner(Service):
     """Two threads: the model thread runs batches (and warm-up) one at a time; the collate
     thread builds the next batch meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage_timeout_s: float | None = None) -> None:
+        self._stage_timeout_s = stage_timeout_s
+        self.hung = False  # a batch ran past the stage timeout; its thread is still in it
         self._model_thread: ThreadPoolExecutor | None = None
         self._collate_thread: ThreadPoolExecutor | None = None
 
@@ -96,8 +100,8 @@ class ModelRunner(Service):
 
     async def _stop(self) -> None:
         for executor in (self._collate_thread, self._model_thread):
-            if executor is not None:
-                await asyncio.to_thread(executor.shutdown, wait=True)
+            if executor is not None:  # a hung thread is never waited for
+                await asyncio.to_thread(executor.shutdown, wait=not self.hung)
 
     async def run(self, model: Model, items: Sequence[Any]) -> BatchOutcome:
         """Collate in the collate thread (pinned memory, non-blocking copies to the
@@ -105,8 +109,22 @@ class ModelRunner(Service):
         next one is being collated."""
         self._require_started()
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._collate_thread, collate_batch, model, items)
-        return await loop.run_in_executor(self._model_thread, compute_batch, model, items, batch)
+        batch = await self._bounded(
+            loop.run_in_executor(self._collate_thread, collate_batch, model, items), "collate"
+        )
+        return await self._bounded(
+            loop.run_in_executor(self._model_thread, compute_batch, model, items, batch), "forward"
+        )
+
+    async def _bounded(self, work: asyncio.Future[T], stage: str) -> T:
+        try:
+            return await asyncio.wait_for(work, self._stage_timeout_s)
+        except TimeoutError:
+            self.hung = True
+            raise StageHung(
+                f"{stage} of a batch ran past {self._stage_timeout_s:g} s "
+                "(INFERPOOL_STAGE_TIMEOUT_S); the worker must be restarted"
+            ) from None
 
     async def warm_up(self, model: Model) -> float:
         """Run the model's warm-up in the model thread; returns its duration in seconds."""

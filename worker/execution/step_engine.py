@@ -77,6 +77,8 @@ class StepEngine(Service):
         )
         self._by_id: dict[str, Generation] = {}
         self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing queued, running or being settled
+        self._idle.set()
         self._draining = False
         self._settling: set[asyncio.Task[None]] = set()
         self._thread: ThreadPoolExecutor | None = None
@@ -112,10 +114,21 @@ class StepEngine(Service):
     def admit(self, requests: Sequence[PendingRequest]) -> None:
         self._scheduler.waiting.extend(requests)
         if requests:
+            self._idle.clear()
             self._arrived.set()
 
+    async def idle(self) -> None:
+        await self._idle.wait()
+
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
-        return self._scheduler.discard(predicate)
+        gone = self._scheduler.discard(predicate)
+        self._check_idle()
+        return gone
+
+    def _check_idle(self) -> None:
+        scheduler = self._scheduler
+        if not scheduler.running and not scheduler.queued() and not self._settling:
+            self._idle.set()
 
     def queued(self) -> int:
         return self._scheduler.queued()
@@ -142,7 +155,8 @@ class StepEngine(Service):
                     continue
                 if self._draining and not self._scheduler.queued():
                     break
-                await self._idle()
+                self._check_idle()
+                await self._wait_for_work()
             await asyncio.gather(*self._settling)
         finally:
             watcher.cancel()
@@ -151,7 +165,7 @@ class StepEngine(Service):
             for task in self._settling:
                 task.cancel()
 
-    async def _idle(self) -> None:
+    async def _wait_for_work(self) -> None:
         """Until a request arrives (or a moment passes: settles finish, suspects wait)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._arrived.wait(), IDLE_WAKE_S)
@@ -296,6 +310,7 @@ class StepEngine(Service):
 
     def _settled(self, task: asyncio.Task[None]) -> None:
         self._settling.discard(task)
+        self._check_idle()
         if not task.cancelled() and task.exception() is not None:
             log.error("generation.settle_failed", error=repr(task.exception()))
         self._arrived.set()

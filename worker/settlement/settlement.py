@@ -1,9 +1,11 @@
 """Settlement: the one path by which every fetched record is answered.
 
 Whatever the outcome (ok, error, expired, rejected, poison), ``settle`` does the same
-steps, in this order: the rejected records' dead-letter copies, the results stored (first
-write wins; retried while the store is unavailable), the offsets answered in the tracker
-(so they may be committed), the metrics and the log events. A record counts as held by the
+steps, in this order: the results stored (first write wins; retried while the store is
+unavailable), the offsets answered in the tracker (so they may be committed), the rejected
+records' dead-letter copies handed to the dead-letter sink (best effort, in the
+background: a dead-letter topic that is down never holds an answer or a commit), the
+metrics and the log events. A record counts as held by the
 worker until it is settled; if settling is cancelled (a drain that ran out of time), its
 offset is not answered and the partition's next owner runs it again.
 """
@@ -14,8 +16,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from inferpool.backoff import Backoff, retrying
-from inferpool.errors import BrokerUnavailable
 from inferpool.logs import get_logger
 from inferpool.protocol import ResultStatus
 from results.store import StreamAppend
@@ -26,14 +26,11 @@ from worker.result_sink import ResultSink
 
 log = get_logger("worker.settlement")
 
-DEAD_LETTER_FIRST_BACKOFF_S = 0.05
-DEAD_LETTER_MAX_BACKOFF_S = 2.0
-
-
 class DeadLetters(Protocol):
-    """Where rejected records are copied (``DeadLetterSink`` is the real one)."""
+    """Where rejected records are copied (``DeadLetterSink`` is the real one): ``submit``
+    queues the copies and returns at once; they are sent in the background."""
 
-    async def send(self, rejections: Sequence[Rejection]) -> None: ...
+    def submit(self, rejections: Sequence[Rejection]) -> None: ...
 
 
 class Settlement:
@@ -56,12 +53,13 @@ class Settlement:
         """Answer every record of ``answers``; returns once all are stored and answered."""
         if not answers:
             return
-        rejections = [answer.rejection for answer in answers if answer.rejection is not None]
-        await self._send_dead_letters(rejections)
         results = [(a.result, a.encoding) for a in answers if a.result is not None]
-        await self._sink.store(results)
+        await self._sink.store(results, settled=[answer.token.record_id for answer in answers])
         for answer in answers:
             self._tracker.answer(answer.token)
+        rejections = [answer.rejection for answer in answers if answer.rejection is not None]
+        if rejections:
+            self._dead_letters.submit(rejections)
         self._metrics.answered(record for record, _ in results)
         self._report(rejections, answers)
 
@@ -94,21 +92,6 @@ class Settlement:
         for task in tasks:
             task.cancel()
         return tasks
-
-    async def _send_dead_letters(self, rejections: list[Rejection]) -> None:
-        if not rejections:
-            return
-
-        def report(error: Exception, attempt: int, delay_s: float) -> None:
-            self._metrics.dead_letter_retries.inc()
-            log.warning("dead_letter.retry", error=str(error), attempt=attempt, backoff_s=delay_s)
-
-        await retrying(
-            lambda: self._dead_letters.send(rejections),
-            (BrokerUnavailable,),
-            report,
-            Backoff(DEAD_LETTER_FIRST_BACKOFF_S, DEAD_LETTER_MAX_BACKOFF_S),
-        )
 
     def _report(self, rejections: list[Rejection], answers: Sequence[Answer]) -> None:
         for rejection in rejections:
