@@ -118,12 +118,15 @@ def test_rows_stay_dense_as_sequences_start_finish_and_decode() -> None:
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_of_the_budget() -> None:
-    scheduler = Scheduler(rows=2, prefill_budget=32)
+    scheduler = Scheduler(rows=4, prefill_budget=32)
     long = sequence("long", prompt=100)
     scheduler.start(long)
-    plan = scheduler.plan()
-    assert [(len(chunk), start) for _, chunk, start in plan.prefill] == [(32, 0)]
-    assert scheduler.room() == 0  # budget 32 allows one prefilling sequence at a time
+    assert [(len(chunk), start) for _, chunk, start in scheduler.plan().prefill] == [(32, 0)]
+    long.prefilled = 32
+    assert scheduler.room() == 1  # a budget of 32 prefills two sequences at once, 16 each
+    scheduler.start(sequence("short"))
+    assert [(len(c), s) for _, c, s in scheduler.plan().prefill] == [(16, 32), (4, 0)]
+    assert scheduler.room() == 0
 
 
 def test_suspects_run_alone() -> None:

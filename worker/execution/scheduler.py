@@ -22,7 +22,7 @@ from worker.execution.sequence import Sequence
 from worker.request import PendingRequest
 
 #: A prefilling sequence gets at least this many tokens of the budget per step.
-MIN_PREFILL_CHUNK = 32
+MIN_PREFILL_CHUNK = 16
 
 
 @dataclass(frozen=True, slots=True)

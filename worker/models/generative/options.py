@@ -38,7 +38,7 @@ class GenerativeOptions:
     # the step engine's budget
     max_running: int = 16  # sequences decoding together (the KV cache's rows)
     kv_cache_mb: int = 2048  # ceiling of the KV cache; fewer rows fit long contexts
-    prefill_tokens_per_step: int = 128  # prompt tokens prefilled between two decode steps
+    prefill_tokens_per_step: int = 256  # prompt tokens prefilled between two decode steps
     # streaming: an entry every stream_tokens tokens, or stream_interval_ms
     stream_tokens: int = 4
     stream_interval_ms: float = 20.0
