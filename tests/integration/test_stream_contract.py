@@ -89,3 +89,19 @@ async def test_stream_ends_with_the_result_when_no_end_entry_comes(store: Result
     await store.append_streams([StreamAppend("g", (tokens(0, "x"),), opening=True)])
     await store.write([(record, Encoding.MSGPACK)])  # its worker died before the end entry
     assert [item async for item in store.stream("g", 10)] == [tokens(0, "x"), record]
+
+
+async def test_the_sync_reader_follows_a_stream(settings: InferpoolSettings) -> None:
+    from results import SyncResultReader
+
+    keys = ResultKeys(settings.result_key_prefix)
+    record = ResultRecord(id="s", status=ResultStatus.OK, outputs={"text": "ok"})
+    async with RedisResultStore(settings.redis, keys, ttl_s=60) as store:
+        await store.append_streams([StreamAppend("s", (tokens(0, "ok"),), opening=True)])
+        await store.write([(record, Encoding.MSGPACK)])
+
+    def follow() -> list[object]:
+        with SyncResultReader(settings.redis, keys) as reader:
+            return list(reader.stream("s", 10))
+
+    assert await asyncio.to_thread(follow) == [tokens(0, "ok"), record]
