@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands a person runs for one answer: their screen shows the answer, and inferpool's
+#: events only from warnings up (INFERPOOL_LOG_LEVEL=debug still shows everything).
+CLIENT_COMMANDS = frozenset({"submit", "result", "cancel"})
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(args: argparse.Namespace, configured: str) -> str:
+    if args.command in CLIENT_COMMANDS and configured != "debug":
+        return max(configured, "warning", key=_LEVELS.index)
+    return configured
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = args.overrides(args) if hasattr(args, "overrides") else {}
@@ -39,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"inferpool: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(_log_level(args, settings.log_level), settings.log_format)
     try:
         code: int = args.func(args, settings)
     except InferpoolError as error:

@@ -88,3 +88,16 @@ def test_exceptions_are_rendered() -> None:
         assert event["event"] == "thing.failed" and "ValueError: broken" in event["exception"]
     finally:
         root.handlers[:], root.level, root.propagate = state
+
+
+def test_client_commands_show_only_warnings_unless_asked_for_debug() -> None:
+    import argparse
+
+    from inferpool_app.cli import _log_level
+
+    def level(command: str, configured: str) -> str:
+        return _log_level(argparse.Namespace(command=command), configured)
+
+    assert level("submit", "info") == "warning" and level("result", "info") == "warning"
+    assert level("submit", "debug") == "debug" and level("submit", "error") == "error"
+    assert level("worker", "info") == "info" and level("up", "info") == "info"
