@@ -79,7 +79,8 @@ class RedisResultStore(ResultStore):
 
     async def check_access(self) -> None:
         """Send each command the worker needs once, on probe keys that expire in seconds,
-        then each script: a missing permission is named (Redis names the command)."""
+        then each script, then delete the probe's keys: a missing permission is named
+        (Redis names the command)."""
         topology, keys = self._connected(), self._keys
         client = topology.client
         probe = f"inferpool-access-check-{secrets.token_hex(6)}"
@@ -102,6 +103,8 @@ class RedisResultStore(ResultStore):
                                                                attempts])
             stored = Item(keys.result(probe), (record.encode(), keys.done_channel(probe)))
             await topology.run(scripts.STORE, [PROBE_TTL_S], [[stored], attempts])
+            # one hash tag, one slot: the probe leaves nothing behind for anyone to count
+            await client.delete(keys.result(probe), keys.accepted(probe), keys.attempts(probe))
 
     async def write(
         self, results: Sequence[tuple[ResultRecord, Encoding]], settled: Sequence[str] = ()

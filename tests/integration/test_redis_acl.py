@@ -94,8 +94,10 @@ async def test_a_worker_missing_a_permission_is_told_so_at_start(
         documented = RedisSettings(url=url(redis_server, "inferpool-worker", "w-pass"))
         admin.execute_command("ACL", "SETUSER", "inferpool-worker", "reset",
                               *rules.replace(">p", ">w-pass").split())
+        left_by_the_refused_probe = set(admin.scan_iter(f"{namespace}:*"))
         async with ResultWriter(documented, ResultKeys(namespace), ttl_s=60) as writer:
             await writer.check_access()  # the documented permissions are enough
+        assert set(admin.scan_iter(f"{namespace}:*")) == left_by_the_refused_probe  # none new
     finally:
         admin.execute_command("ACL", "DELUSER", user, "inferpool-worker")
         admin.close()
