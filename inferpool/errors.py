@@ -131,3 +131,15 @@ class ResultTimeout(InferpoolError):
     """No result arrived for a request within the time the caller was willing to wait."""
 
     code = "result_timeout"
+
+
+class AdmissionRefused(InferpoolError):
+    """``submit(..., admission=True)``: the pool's load says the request would finish past
+    its deadline, so it was not published. Retriable: try later, or with a later deadline."""
+
+    code = "admission_refused"
+    retriable = True
+
+    def __init__(self, message: str, predicted_wait_ms: float) -> None:
+        super().__init__(message)
+        self.predicted_wait_ms = predicted_wait_ms

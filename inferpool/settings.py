@@ -274,6 +274,24 @@ class InferpoolSettings(BaseSettings):
     # reports itself dead (/healthz 503) and exits, so it is restarted.
     stage_timeout_s: float = Field(default=120.0, gt=0)
 
+    # Priority lanes (docs/protocol.md, "Priority lanes"). The share of
+    # max_inflight_requests the normal and the low lane may hold (high may hold all): past
+    # it, that lane's partitions are paused, so a low backlog never keeps high requests
+    # from being fetched. A queued request counts as one lane higher after every
+    # lane_aging_ms it has waited: low never starves.
+    lane_share_normal: float = Field(default=0.5, gt=0, le=1)
+    lane_share_low: float = Field(default=0.25, gt=0, le=1)
+    lane_aging_ms: float = Field(default=2000.0, gt=0)
+
+    # Tenants: "name=share,..." weights for fair share inside a lane (a tenant not named,
+    # and requests without a tenant, have share 1), and "name=rps,..." rate limits in
+    # requests per second per worker (a tenant not named has none).
+    tenant_shares: Annotated[dict[str, float], NoDecode] = {}
+    tenant_rate_limits: Annotated[dict[str, float], NoDecode] = {}
+
+    # Load summaries for admission at submit: how often each worker writes them.
+    load_report_interval_ms: float = Field(default=1000.0, gt=0)
+
     # Results.
     result_ttl_s: int = Field(default=3600, gt=0)
     result_key_prefix: str = "inferpool"
@@ -324,6 +342,29 @@ class InferpoolSettings(BaseSettings):
             raise ValueError("models must name at least one model (INFERPOOL_MODELS=echo)")
         return value
 
+    @field_validator("tenant_shares", "tenant_rate_limits", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for part in (p.strip() for p in value.split(",")):
+            name, sep, number = part.partition("=")
+            if not part:
+                continue
+            if not sep or not name.strip():
+                raise ValueError(f"expected name=number pairs separated by commas, got {part!r}")
+            pairs[name.strip()] = number.strip()
+        return pairs
+
+    @field_validator("tenant_shares", "tenant_rate_limits")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, number in value.items():
+            if not number > 0:
+                raise ValueError(f"tenant {name!r}: the number must be > 0, got {number}")
+        return value
+
     @field_validator("result_key_prefix")
     @classmethod
     def _no_braces(cls, value: str) -> str:
@@ -352,6 +393,8 @@ def _env_value(value: Any) -> str:
         return value.get_secret_value()
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items())
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -23,6 +23,7 @@ from aiokafka.errors import (
 )
 
 from inferpool.errors import (
+    ConfigurationError,
     InvalidInput,
     InvalidRequest,
     PayloadTooLarge,
@@ -33,15 +34,20 @@ from inferpool.kafka_connect import GRACE_S, broker_unavailable, start_client
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
 from inferpool.protocol import (
+    Priority,
     RequestEnvelope,
     check_model_name,
     check_request_id,
+    check_tenant,
+    lane_topic,
     new_request_id,
     now_ms,
 )
 from inferpool.protocol.headers import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
 from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings
+from producer.admission import check_admission
+from producer.control import RequestControl
 
 log = get_logger("producer")
 
@@ -63,6 +69,9 @@ class SubmitRequest:
     timeout_ms: int | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    priority: Priority | str = Priority.NORMAL
+    tenant: str | None = None
+    admission: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +83,26 @@ class _Record:
     topic: str
     value: bytes
     headers: list[tuple[str, bytes]]
+    envelope: RequestEnvelope
+    admission: bool
 
 
 class Producer(Service):
-    """Publishes requests; use as ``async with Producer(settings) as producer``."""
+    """Publishes requests; use as ``async with Producer(settings) as producer``.
 
-    def __init__(self, settings: InferpoolSettings, encoding: Encoding = Encoding.MSGPACK) -> None:
+    ``control`` (a started ``results.reader.ResultReader``, or anything with its
+    ``request_cancel`` and ``load``) is needed only for ``cancel`` and for
+    ``submit(..., admission=True)``."""
+
+    def __init__(
+        self,
+        settings: InferpoolSettings,
+        encoding: Encoding = Encoding.MSGPACK,
+        control: RequestControl | None = None,
+    ) -> None:
         self._settings = settings
         self._encoding = encoding
+        self._control = control
         self._timeout_s = settings.kafka.request_timeout_ms / 1000 + GRACE_S
         self._kafka: AIOKafkaProducer | None = None
 
@@ -127,15 +148,38 @@ class Producer(Service):
         timeout_ms: int | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        tenant: str | None = None,
+        admission: bool = False,
     ) -> str:
         """Publish one request and return its id once Kafka has acknowledged it.
 
         ``deadline_ms`` is absolute (Unix epoch ms); ``timeout_ms`` is relative to now. Torch
-        tensors in ``inputs`` or ``params`` are sent as tensors.
+        tensors in ``inputs`` or ``params`` are sent as tensors. ``priority`` (high, normal,
+        low) picks the lane's topic; ``tenant`` names whose request it is (fair share, rate
+        limits). ``admission``: first ask the workers' load summaries whether the request
+        can finish by its deadline; if not, raise ``AdmissionRefused`` (retriable) and
+        publish nothing.
         """
         request = SubmitRequest(model, inputs, params, deadline_ms, timeout_ms, request_id,
-                                traceparent)
+                                traceparent, priority, tenant, admission)
         return (await self.submit_many([request]))[0]
+
+    async def cancel(self, request_id: str) -> None:
+        """Cancel a request: a worker that has not started it answers ``cancelled`` without
+        running it; a generation stops at its next step; a request that has its result
+        already keeps it. Needs ``control``."""
+        check_request_id(request_id)
+        await self._controls().request_cancel(request_id)
+        log.info("producer.cancel_requested", id=request_id)
+
+    def _controls(self) -> RequestControl:
+        if self._control is None:
+            raise ConfigurationError(
+                "cancel and admission need the result store: pass control=ResultReader(...) "
+                "(results.reader) to the Producer"
+            )
+        return self._control
 
     async def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
         """Validate all, send all, then wait for every acknowledgement; ids in order.
@@ -148,6 +192,7 @@ class Producer(Service):
         records = [self._prepare(request) for request in requests]
         if not records:
             return []
+        await self._admit(records)
         try:
             await self._publish(self._kafka, records)
         except Exception as error:
@@ -155,6 +200,18 @@ class Producer(Service):
                         code=getattr(error, "code", None), error=str(error))
             raise
         return [record.request_id for record in records]
+
+    async def _admit(self, records: list[_Record]) -> None:
+        """Admission at submit for the records that ask for it (one read per model)."""
+        asking = [record for record in records if record.admission]
+        if not asking:
+            return
+        control = self._controls()
+        loads = {model: await control.load(model) for model in {r.model for r in asking}}
+        for record in asking:
+            envelope = record.envelope
+            check_admission(record.request_id, record.model, envelope.priority,
+                            envelope.deadline_ms, loads[record.model])
 
     async def _publish(self, kafka: AIOKafkaProducer, records: list[_Record]) -> None:
         loop = asyncio.get_running_loop()
@@ -188,6 +245,7 @@ class Producer(Service):
             new_request_id() if request.request_id is None else check_request_id(request.request_id)
         )
         submitted_ms = now_ms()
+        priority = Priority.parse(request.priority)
         envelope = RequestEnvelope(
             id=request_id,
             model=model,
@@ -195,12 +253,15 @@ class Producer(Service):
             params=_to_wire(_check_params(request.params)),
             deadline_ms=_deadline(request.deadline_ms, request.timeout_ms, submitted_ms),
             submitted_ms=submitted_ms,
+            priority=priority,
+            tenant=check_tenant(request.tenant),
         )
         headers = envelope.headers(self._encoding)
         if request.traceparent is not None:
             headers.append((TRACEPARENT_HEADER, _check_traceparent(request.traceparent)))
-        return _Record(request_id, model, self._settings.topic_for(model),
-                       self._encode(envelope), headers)
+        topic = lane_topic(self._settings.topic_for(model), priority)
+        return _Record(request_id, model, topic, self._encode(envelope), headers, envelope,
+                       request.admission)
 
     def _encode(self, envelope: RequestEnvelope) -> bytes:
         """Encode; check the size limit and that a worker will decode it."""

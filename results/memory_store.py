@@ -14,10 +14,18 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from inferpool.errors import ResultStoreUnavailable, ResultTimeout
-from inferpool.protocol import ResultRecord, decode_result, encode_or_explain
+from inferpool.protocol import LoadSummary, ResultRecord, decode_result, encode_or_explain, now_ms
 from inferpool.protocol.generation import EntryType, StreamEntry
 from inferpool.protocol.wire import Encoding
-from results.store import Lookup, ResultStore, StreamAppend, StreamItem, lookup_of, missing_ids
+from results.store import (
+    LOAD_MAX_AGE_MS,
+    Lookup,
+    ResultStore,
+    StreamAppend,
+    StreamItem,
+    lookup_of,
+    missing_ids,
+)
 
 
 class InMemoryResultStore(ResultStore):
@@ -28,6 +36,7 @@ class InMemoryResultStore(ResultStore):
         self.writes = 0  # calls of write(), for tests
         self.streams: dict[str, list[StreamItem]] = {}  # request id -> its entries
         self.cancels: set[str] = set()
+        self.loads: dict[str, dict[str, LoadSummary]] = {}  # model -> worker -> summary
         self._entry_ids = 0
         self.unavailable = False
         self._written = asyncio.Condition()
@@ -108,6 +117,17 @@ class InMemoryResultStore(ResultStore):
         self._require_started()
         self._check("cancel request")
         self.cancels.add(request_id)
+
+    async def publish_load(self, model: str, summary: LoadSummary, ttl_s: float) -> None:
+        self._require_started()
+        self._check("load summary write")
+        self.loads.setdefault(model, {})[summary.worker] = summary
+
+    async def load(self, model: str, max_age_ms: int = LOAD_MAX_AGE_MS) -> list[LoadSummary]:
+        self._require_started()
+        self._check("load summary read")
+        oldest = now_ms() - max_age_ms
+        return [s for s in self.loads.get(model, {}).values() if s.updated_ms >= oldest]
 
     async def read_stream(
         self, request_id: str, after: str, timeout_s: float

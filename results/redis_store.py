@@ -15,15 +15,17 @@ import asyncio
 import secrets
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
-from inferpool.errors import ConfigurationError
+from inferpool.errors import ConfigurationError, MalformedRequest
 from inferpool.logs import get_logger
 from inferpool.protocol import (
     ErrorInfo,
+    LoadSummary,
     ResultKeys,
     ResultRecord,
     ResultStatus,
     decode_result,
     encode_or_explain,
+    now_ms,
 )
 from inferpool.protocol.generation import StreamEntry
 from inferpool.protocol.wire import Encoding
@@ -31,7 +33,14 @@ from inferpool.settings import RedisSettings
 from results import scripts
 from results.connect import connect
 from results.redis_client import store_errors
-from results.store import Lookup, ResultStore, StreamAppend, StreamItem, lookup_of
+from results.store import (
+    LOAD_MAX_AGE_MS,
+    Lookup,
+    ResultStore,
+    StreamAppend,
+    StreamItem,
+    lookup_of,
+)
 from results.topology import Item, Topology
 from results.waiting import RedisWaiter, many_timeout
 
@@ -103,6 +112,9 @@ class RedisResultStore(ResultStore):
                                                                attempts])
             stored = Item(keys.result(probe), (record.encode(), keys.done_channel(probe)))
             await topology.run(scripts.STORE, [PROBE_TTL_S], [[stored], attempts])
+            await self.publish_load(probe, LoadSummary(probe, updated_ms=now_ms()), PROBE_TTL_S)
+            await client.delete(keys.load(probe))
+            await client.exists(keys.cancel(probe))
             # one hash tag, one slot: the probe leaves nothing behind for anyone to count
             await client.delete(keys.result(probe), keys.accepted(probe), keys.attempts(probe))
 
@@ -189,7 +201,30 @@ class RedisResultStore(ResultStore):
             found = await pipe.execute()
         return [bool(flag) for flag in found]
 
+    async def publish_load(self, model: str, summary: LoadSummary, ttl_s: float) -> None:
+        """``HSET`` the summary under this worker's field, and refresh the hash's TTL."""
+        key = self._keys.load(model)
+        pipe = self._connected().client.pipeline(transaction=False)
+        pipe.hset(key, summary.worker, summary.encode())
+        pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+        with store_errors("load summary write"):
+            await pipe.execute()
+
     # --- the client's side -----------------------------------------------------------------
+
+    async def load(self, model: str, max_age_ms: int = LOAD_MAX_AGE_MS) -> list[LoadSummary]:
+        with store_errors("load summary read"):
+            raw = await self._connected().client.hgetall(self._keys.load(model))
+        oldest = now_ms() - max_age_ms
+        summaries = []
+        for value in raw.values():
+            try:
+                summary = LoadSummary.decode(value)
+            except MalformedRequest:
+                continue
+            if summary.updated_ms >= oldest:
+                summaries.append(summary)
+        return summaries
 
     async def request_cancel(self, request_id: str) -> None:
         with store_errors("cancel request"):

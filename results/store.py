@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from inferpool.errors import ResultTimeout
 from inferpool.lifecycle import Service
-from inferpool.protocol import ResultRecord
+from inferpool.protocol import LoadSummary, ResultRecord
 from inferpool.protocol.generation import StreamEntry
 from inferpool.protocol.wire import Encoding
 
+#: A load summary older than this is a worker that stopped reporting: it is ignored.
+LOAD_MAX_AGE_MS = 5000
 #: How many of the missing ids a timeout message names.
 TIMEOUT_EXAMPLES = 5
 
@@ -31,6 +33,8 @@ class RequestState(enum.StrEnum):
     OK = "ok"
     ERROR = "error"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    RATE_LIMITED = "rate_limited"
     PENDING = "pending"
     UNKNOWN = "unknown"
 
@@ -112,7 +116,17 @@ class ResultStore(Service, abc.ABC):
     async def cancel_requested(self, request_ids: Sequence[str]) -> list[bool]:
         """Whether a client asked to cancel each request."""
 
+    @abc.abstractmethod
+    async def publish_load(self, model: str, summary: LoadSummary, ttl_s: float) -> None:
+        """Write this worker's load summary of ``model`` (the hash expires after ``ttl_s``
+        unless a worker writes again)."""
+
     # --- the client's side -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def load(self, model: str, max_age_ms: int = LOAD_MAX_AGE_MS) -> list[LoadSummary]:
+        """The load summaries of ``model`` written in the last ``max_age_ms``, one per
+        worker (an unreadable one is skipped)."""
 
     @abc.abstractmethod
     async def request_cancel(self, request_id: str) -> None:

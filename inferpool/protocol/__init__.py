@@ -13,11 +13,14 @@ from inferpool.protocol.fields import (
     REQUEST_ID_PATTERN,
     check_model_name,
     check_request_id,
+    check_tenant,
     id_from_key,
     new_request_id,
     now_ms,
 )
 from inferpool.protocol.keys import ResultKeys
+from inferpool.protocol.lanes import Priority, lane_of_topic, lane_topic, lane_topics
+from inferpool.protocol.load import LoadSummary, predicted_wait_s
 from inferpool.protocol.result import (
     RESULT_FORMAT_VERSION,
     ErrorInfo,
@@ -38,6 +41,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Encoding",
     "ErrorInfo",
+    "LoadSummary",
+    "Priority",
     "RequestEnvelope",
     "ResultKeys",
     "ResultRecord",
@@ -46,9 +51,14 @@ __all__ = [
     "WireTensor",
     "check_model_name",
     "check_request_id",
+    "check_tenant",
     "decode_result",
     "encode_or_explain",
     "id_from_key",
+    "lane_of_topic",
+    "lane_topic",
+    "lane_topics",
     "new_request_id",
     "now_ms",
+    "predicted_wait_s",
 ]

@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpool.errors import InvalidRequest, MalformedRequest, UnsupportedVersion
-from inferpool.protocol.fields import MAX_EPOCH_MS, check_model_name, check_request_id
+from inferpool.protocol.fields import (
+    MAX_EPOCH_MS,
+    check_model_name,
+    check_request_id,
+    check_tenant,
+)
 from inferpool.protocol.headers import CONTENT_TYPE_HEADER
+from inferpool.protocol.lanes import Priority
 from inferpool.protocol.wire import Encoding, pack, unpack
 
 FORMAT_VERSION = 1
@@ -32,7 +38,9 @@ def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class RequestEnvelope:
-    """One request. ``deadline_ms`` and ``submitted_ms`` are Unix epoch milliseconds."""
+    """One request. ``deadline_ms`` and ``submitted_ms`` are Unix epoch milliseconds;
+    ``priority`` orders it in its worker's batches (absent on the wire: normal), ``tenant``
+    is whose request it is, for fair share and rate limits (absent: no tenant)."""
 
     id: str
     model: str
@@ -41,6 +49,8 @@ class RequestEnvelope:
     deadline_ms: int | None = None
     submitted_ms: int = 0
     version: int = FORMAT_VERSION
+    priority: Priority = Priority.NORMAL
+    tenant: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -54,6 +64,10 @@ class RequestEnvelope:
             wire["params"] = dict(self.params)
         if self.deadline_ms is not None:
             wire["deadline_ms"] = self.deadline_ms
+        if self.priority is not Priority.NORMAL:
+            wire["priority"] = self.priority.value
+        if self.tenant is not None:
+            wire["tenant"] = self.tenant
         return wire
 
     def encode(self, encoding: Encoding = Encoding.MSGPACK) -> bytes:
@@ -88,4 +102,6 @@ class RequestEnvelope:
             deadline_ms=_optional_int(fields, "deadline_ms"),
             submitted_ms=submitted_ms if submitted_ms is not None else 0,
             version=version,
+            priority=Priority.parse(fields.get("priority")),
+            tenant=check_tenant(fields.get("tenant")),
         )

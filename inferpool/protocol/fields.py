@@ -10,6 +10,7 @@ from inferpool.errors import InvalidRequest
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 MAX_EPOCH_MS = 2**53  # exactly representable as a float, as JSON readers need
 
 
@@ -35,6 +36,15 @@ def check_model_name(model: object) -> str:
     if not isinstance(model, str) or not MODEL_NAME_PATTERN.fullmatch(model):
         raise InvalidRequest("model must be 1-64 characters of letters, digits and . _ -")
     return model
+
+
+def check_tenant(tenant: object) -> str | None:
+    """A request's optional tenant: absent (None), or 1-64 letters, digits and . _ : -."""
+    if tenant is None:
+        return None
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
+        raise InvalidRequest("tenant must be 1-64 characters of letters, digits and . _ : -")
+    return tenant
 
 
 def id_from_key(key: bytes | None) -> str | None:

@@ -35,5 +35,11 @@ class ResultKeys:
         return f"{self.prefix}:{{{request_id}}}:stream"
 
     def cancel(self, request_id: str) -> str:
-        """Set by a client to cancel a running generation; workers check it between steps."""
+        """Set by a client to cancel the request (any value, the results' TTL): a worker
+        answers ``cancelled`` instead of starting it; a generation stops at its next step."""
         return f"{self.prefix}:{{{request_id}}}:cancel"
+
+    def load(self, model: str) -> str:
+        """A hash: each worker's load summary of ``model`` (field = worker id, value = a
+        JSON ``LoadSummary``), read by producers that ask for admission at submit."""
+        return f"{self.prefix}:load:{{{model}}}"

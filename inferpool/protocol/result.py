@@ -22,6 +22,8 @@ class ResultStatus(enum.StrEnum):
     OK = "ok"
     ERROR = "error"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # a client cancelled it before it started: it never ran
+    RATE_LIMITED = "rate_limited"  # its tenant was over its rate limit: it never ran
 
 
 @dataclass(frozen=True, slots=True)
