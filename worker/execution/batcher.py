@@ -11,8 +11,10 @@ it closes at once). So batches grow with load instead of queueing small behind e
 and ``max_wait_s`` bounds the wait only when nothing else holds the model. While draining,
 every queue closes at once (DRAIN). Requests already past
 their deadline come out in ``Batch.expired`` and never reach the model. A batch never
-mixes models. Within a window of the oldest requests, a batch holds the oldest one and
-those nearest to it in cost (token count, for text), so padding stays small.
+mixes models, but may mix lanes and tenants: a model's queue is taken in service order
+(``ServiceOrder``: high lanes first, with aging, and tenants by deficit round-robin), and
+within a window of its first requests, a batch holds the first one and those nearest to it
+in cost (token count, for text), so padding stays small.
 Times are ``time.monotonic()`` seconds.
 """
 
@@ -21,10 +23,10 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from worker.execution.service_order import OrderPolicy, ServiceOrder
 from worker.models.config import BatchLimits
 from worker.request import PendingRequest
 
@@ -51,7 +53,7 @@ class Batch:
 @dataclass(slots=True)
 class _ModelQueue:
     limits: BatchLimits
-    requests: deque[tuple[int, PendingRequest]] = field(default_factory=deque)
+    requests: ServiceOrder  # lanes, aging and tenants' fair share (service_order.py)
     # (deadline, sequence) of queued requests that have a deadline. Entries of requests
     # that left the queue are in ``gone`` and are dropped lazily when they reach the top.
     deadlines: list[tuple[float, int]] = field(default_factory=list)
@@ -122,6 +124,7 @@ class Batcher:
         max_wait_s: float,
         limits: dict[str, BatchLimits] | None = None,
         window_batches: int = 4,
+        order: OrderPolicy | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -129,6 +132,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self._limits = dict(limits or {})
         self._window_batches = window_batches
+        self._order = order or OrderPolicy()
         self._queues: dict[str, _ModelQueue] = {}
         self._sequence = itertools.count()
         self._batch_ids = itertools.count(1)
@@ -140,7 +144,9 @@ class Batcher:
     def _queue(self, model: str) -> _ModelQueue:
         queue = self._queues.get(model)
         if queue is None:
-            queue = self._queues[model] = _ModelQueue(self._limits.get(model, self.default_limits))
+            queue = self._queues[model] = _ModelQueue(
+                self._limits.get(model, self.default_limits), ServiceOrder(self._order)
+            )
         return queue
 
     def add(self, request: PendingRequest) -> None:
@@ -163,7 +169,7 @@ class Batcher:
     def _due(self, queue: _ModelQueue, busy: bool) -> tuple[float, CloseReason] | None:
         if not queue.requests:
             return None
-        oldest = queue.requests[0][1]
+        oldest = queue.requests.first()[1]
         if queue.full():
             return oldest.fetched_monotonic, CloseReason.FULL
         due, reason = oldest.fetched_monotonic + self.max_wait_s, CloseReason.WAITED
@@ -202,12 +208,13 @@ class Batcher:
         window: list[tuple[int, PendingRequest]] = []
         expired: list[tuple[int, PendingRequest]] = []
         while queue.requests and len(window) < window_size:
-            entry = queue.requests.popleft()
+            entry = queue.requests.pop()
             (expired if entry[1].expired(now) else window).append(entry)
         chosen = set(shape(window, queue.limits)) if window else set()
         taken = [entry for index, entry in enumerate(window) if index in chosen]
         kept = [entry for index, entry in enumerate(window) if index not in chosen]
-        queue.requests.extendleft(reversed(kept))
+        queue.requests.restore(kept)
+        queue.requests.served(taken + expired)
         queue.remove(taken)
         queue.remove(expired)
         self._size -= len(taken) + len(expired)
@@ -222,20 +229,15 @@ class Batcher:
 
     def oldest_submitted_ms(self) -> int | None:
         """The submit time of the oldest queued request (None when nothing is queued)."""
-        times = [
-            queue.requests[0][1].envelope.submitted_ms
-            for queue in self._queues.values()
-            if queue.requests
-        ]
+        times = [e[1].envelope.submitted_ms for q in self._queues.values() for e in q.requests]
         return min(times, default=None)
 
     def discard(self, predicate: Callable[[PendingRequest], bool]) -> list[PendingRequest]:
         """Remove and return queued requests matching ``predicate`` (e.g. revoked partitions)."""
         removed: list[PendingRequest] = []
         for queue in self._queues.values():
-            dropped = [entry for entry in queue.requests if predicate(entry[1])]
+            dropped = queue.requests.remove_if(predicate)
             if dropped:
-                queue.requests = deque(e for e in queue.requests if not predicate(e[1]))
                 queue.remove(dropped)
                 removed.extend(entry[1] for entry in dropped)
         self._size -= len(removed)
