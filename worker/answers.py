@@ -1,5 +1,5 @@
-"""Answers: the ResultRecord each request ends with (ok, error or expired), and the Answer
-that settles its Kafka record."""
+"""Answers: the ResultRecord each request ends with (ok, error, expired, cancelled or
+rate_limited), and the Answer that settles its Kafka record."""
 
 from __future__ import annotations
 
@@ -67,15 +67,35 @@ class Answers:
         return ResultRecord(status=ResultStatus.OK, outputs=output, **common)
 
     def expired(self, request: PendingRequest) -> ResultRecord:
+        return self.not_run(
+            request,
+            ResultStatus.EXPIRED,
+            "the request's deadline passed before it could run; "
+            "submit it again with a later deadline",
+        )
+
+    def cancelled(self, request: PendingRequest) -> ResultRecord:
+        return self.not_run(
+            request, ResultStatus.CANCELLED,
+            "a client cancelled the request (its cancel key was set) before it started; "
+            "it was not run",
+        )
+
+    def rate_limited(self, request: PendingRequest, limit_per_s: float) -> ResultRecord:
+        return self.not_run(
+            request, ResultStatus.RATE_LIMITED,
+            f"tenant {request.envelope.tenant!r} is over its rate limit of {limit_per_s:g} "
+            "requests per second per worker (INFERPOOL_TENANT_RATE_LIMITS); it was not run: "
+            "retry later, more slowly",
+        )
+
+    def not_run(self, request: PendingRequest, status: ResultStatus, message: str) -> ResultRecord:
+        """The result of a request answered without running: its status is its error code."""
         finished = now_ms()
         return ResultRecord(
             id=request.id,
-            status=ResultStatus.EXPIRED,
-            error=ErrorInfo(
-                "expired",
-                "the request's deadline passed before it could run; "
-                "submit it again with a later deadline",
-            ),
+            status=status,
+            error=ErrorInfo(status.value, message),
             model=request.model,
             worker=self.worker_id,
             timings=Timings(
@@ -114,6 +134,12 @@ class Answers:
 
     def settles_expired(self, request: PendingRequest) -> Answer:
         return Answer(request.token, self.expired(request), request.encoding)
+
+    def settles_cancelled(self, request: PendingRequest) -> Answer:
+        return Answer(request.token, self.cancelled(request), request.encoding)
+
+    def settles_rate_limited(self, request: PendingRequest, limit_per_s: float) -> Answer:
+        return Answer(request.token, self.rate_limited(request, limit_per_s), request.encoding)
 
     def settles_rejected(self, rejection: Rejection) -> Answer:
         """An error result under the record's id (when it has one) and a dead-letter copy."""

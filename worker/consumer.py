@@ -7,7 +7,7 @@ that waits on the broker is bounded, so a frozen broker cannot hang a drain.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -161,6 +161,18 @@ class RequestConsumer(Service):
 
     def pause_all(self) -> None:
         self._client.pause(*self._client.assignment())
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop fetching these partitions (those still assigned) until ``resume``."""
+        self._client.pause(*self._assigned(partitions))
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._client.resume(*self._assigned(partitions))
+
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> list[Any]:
+        wanted = set(partitions)
+        return [tp for tp in self._client.assignment()
+                if TopicPartition(tp.topic, tp.partition) in wanted]
 
     def resume_all(self) -> None:
         paused = self._client.paused()

@@ -22,20 +22,24 @@ from typing import Any
 
 from inferpool.lifecycle import Service
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultKeys, now_ms
+from inferpool.protocol import Priority, ResultKeys, lane_topics, now_ms
 from inferpool.settings import InferpoolSettings
 from inferpool.topics import ensure_topics
 from results.redis_store import RedisResultStore
 from results.store import ResultStore
 from worker.admission.admission import Admission
 from worker.admission.intake import Intake
+from worker.admission.lane_gate import LaneGate
 from worker.admission.preparation import Preparation
+from worker.admission.rate_limits import TenantRateLimits
 from worker.answers import Answers
 from worker.consumer import RequestConsumer
 from worker.engine import Engine
 from worker.execution.batch_engine import BatchEngine
 from worker.execution.batcher import Batcher
+from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
+from worker.execution.service_order import OrderPolicy
 from worker.execution.step_engine import StepEngine
 from worker.health import HealthServer
 from worker.metrics import WorkerMetrics
@@ -116,7 +120,9 @@ class Worker(Service):
             configs = model_configs(settings.models, settings.models_file)
             self.registry = await asyncio.to_thread(ModelRegistry.from_configs, configs)
         registry = self.registry
-        self._topics = sorted({settings.topic_for(name) for name in registry.names()})
+        self._topics = sorted({
+            topic for name in registry.names() for topic in lane_topics(settings.topic_for(name))
+        })
         if settings.create_topics:
             await ensure_topics(settings.kafka, [*self._topics, settings.dead_letter_topic],
                                 settings.request_topic_partitions,
@@ -155,6 +161,10 @@ class Worker(Service):
             consumer, self._tracker, Intake(registry, settings.max_request_bytes), preparation,
             by_model, settlement, sink, answers, preparing, settings.max_inflight_requests,
             settings.max_inflight_bytes, settings.max_attempts,
+            lane_gate=LaneGate(consumer, self._tracker, settings.max_inflight_requests, {
+                Priority.NORMAL: settings.lane_share_normal, Priority.LOW: settings.lane_share_low,
+            }),
+            rate_limits=TenantRateLimits(settings.tenant_rate_limits),
         )
         self._settlement = settlement
         consumer.subscribe(self._rebalance.on_assigned, self._rebalance.on_revoked)
@@ -168,11 +178,12 @@ class Worker(Service):
         one_shot = [m for m in registry if not isinstance(m, GenerativeModel)]
         engines: list[Engine] = []
         if one_shot:
+            order = OrderPolicy(settings.lane_aging_ms / 1000, settings.tenant_shares)
             batches = Batcher(settings.max_batch_size, settings.max_wait_ms / 1000,
-                              registry.limits(settings.max_batch_size))
+                              registry.limits(settings.max_batch_size), order=order)
             engines.append(await stack.enter_async_context(BatchEngine(
                 ModelRegistry(one_shot), batches, poison, settlement, answers, self.metrics,
-                settings.stage_timeout_s,
+                settings.stage_timeout_s, CancelScreen(sink),
             )))
         for model in registry:
             if isinstance(model, GenerativeModel):

@@ -24,7 +24,9 @@ from inferpool.logs import get_logger
 from inferpool.protocol import id_from_key, now_ms
 from inferpool.protocol.wire import Encoding
 from worker.admission.intake import Intake
+from worker.admission.lane_gate import LaneGate
 from worker.admission.preparation import Preparation
+from worker.admission.rate_limits import TenantRateLimits
 from worker.answers import Answers, poison_error
 from worker.engine import Engine
 from worker.offsets import OffsetToken, OffsetTracker, TopicPartition
@@ -74,8 +76,12 @@ class Admission:
         max_inflight_requests: int,
         max_inflight_bytes: int,
         max_attempts: int,
+        lane_gate: LaneGate | None = None,
+        rate_limits: TenantRateLimits | None = None,
     ) -> None:
         self._consumer = consumer
+        self._lane_gate = lane_gate
+        self._rate_limits = rate_limits
         self._tracker = tracker
         self._intake = intake
         self._preparation = preparation
@@ -114,6 +120,8 @@ class Admission:
             if paused:
                 self._consumer.resume_all()
                 paused = False
+            if self._lane_gate is not None:
+                self._lane_gate.update()
             room = max(1, self._max_requests - self._tracker.unanswered())
             records = await self._consumer.fetch(FETCH_TIMEOUT_MS, min(room, MAX_FETCH_RECORDS))
             if records:
@@ -181,6 +189,7 @@ class Admission:
                 rejections.append(outcome)
             else:
                 admitted.append(outcome)
+        admitted = self._within_rate_limits(admitted, now[0])
         ready: list[PendingRequest] = []
         if admitted:
             ready, unprepared = await self._prepared(admitted)
@@ -196,6 +205,27 @@ class Admission:
             self._marking.add(task)
             task.add_done_callback(self._marking.discard)
         self._hand_over(ready)
+
+    def _within_rate_limits(
+        self, requests: list[PendingRequest], now: float
+    ) -> list[PendingRequest]:
+        """The requests within their tenants' rate limits; the others are answered
+        ``rate_limited`` now (in the background), unprepared."""
+        limits = self._rate_limits
+        if not limits:
+            return requests
+        allowed: list[PendingRequest] = []
+        limited: list[Answer] = []
+        for request in requests:
+            if limits.allow(request.envelope.tenant, now):
+                allowed.append(request)
+            else:
+                limit = limits.limit_of(request.envelope.tenant) or 0.0
+                limited.append(self._answers.settles_rate_limited(request, limit))
+        if limited:
+            log.info("request.rate_limited", count=len(limited))
+            self._settlement.settle_soon(limited)
+        return allowed
 
     def _poison(self, record: KafkaRecord, token: OffsetToken, attempts: int) -> Rejection:
         log.warning("request.poison", partition=record.partition, offset=record.offset,

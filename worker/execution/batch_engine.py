@@ -17,6 +17,7 @@ from inferpool.logs import get_logger
 from worker.answers import Answers
 from worker.engine import Settle
 from worker.execution.batcher import Batch, Batcher
+from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
 from worker.execution.runner import ModelRunner
 from worker.metrics import WorkerMetrics
@@ -39,6 +40,7 @@ class BatchEngine(Service):
         answers: Answers,
         metrics: WorkerMetrics,
         stage_timeout_s: float | None = None,
+        cancels: CancelScreen | None = None,
     ) -> None:
         self._registry = registry
         self._batcher = batcher
@@ -47,6 +49,7 @@ class BatchEngine(Service):
         self._answers = answers
         self._metrics = metrics
         self._runner = ModelRunner(stage_timeout_s)
+        self._cancels = cancels
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -143,7 +146,10 @@ class BatchEngine(Service):
 
     async def _run(self, batch: Batch) -> None:
         model = self._registry.get(batch.model)
-        screened = await self._poison_screen.screen(batch.requests)
+        requests, cancelled = batch.requests, list[PendingRequest]()
+        if self._cancels is not None:  # cancelled before they started: never run
+            requests, cancelled = await self._cancels.split(requests)
+        screened = await self._poison_screen.screen(requests)
         # A request that was running when a worker died runs alone, its result stored at
         # once: if it kills this worker too, its neighbours are not blamed for it.
         if screened.fresh:
@@ -153,6 +159,7 @@ class BatchEngine(Service):
             await self._run_group(model, [suspect], batch.reason.value)
         answers = [self._answers.settles_rejected(r) for r in screened.poison]
         answers += [self._answers.settles_expired(r) for r in batch.expired]
+        answers += [self._answers.settles_cancelled(r) for r in cancelled]
         await self._settlement.settle(answers)
         log.info(
             "batch.done",
