@@ -269,3 +269,16 @@ class GatedPrepareEcho(RecordingEcho):
 
 def gated_prepare_echo() -> GatedPrepareEcho:
     return GatedPrepareEcho()
+
+
+class PacedEcho(RecordingEcho):
+    """Takes ``batch_s`` per batch (a sleep, which releases the GIL), whatever its size: a
+    model of known capacity (max_batch_size / batch_s requests per second)."""
+
+    def __init__(self, batch_s: float = 0.02) -> None:
+        super().__init__()
+        self.batch_s = batch_s
+
+    def forward(self, batch: Any) -> Any:
+        time.sleep(self.batch_s)
+        return super().forward(batch)
