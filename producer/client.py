@@ -42,6 +42,7 @@ from inferpool.protocol import (
     lane_topic,
     new_request_id,
     now_ms,
+    predicted_wait_s,
 )
 from inferpool.protocol.headers import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
 from inferpool.protocol.wire import Encoding, WireTensor
@@ -172,6 +173,13 @@ class Producer(Service):
         check_request_id(request_id)
         await self._controls().request_cancel(request_id)
         log.info("producer.cancel_requested", id=request_id)
+
+    async def predicted_wait_ms(self, model: str, priority: Priority | str = "normal") -> float:
+        """What admission at submit would predict now for a request of ``model`` at
+        ``priority``: submit to answer, in ms, from the workers' load summaries (0 when no
+        worker reports on the model). Needs ``control``."""
+        summaries = await self._controls().load(check_model_name(model))
+        return predicted_wait_s(summaries, Priority.parse(priority)) * 1000
 
     def _controls(self) -> RequestControl:
         if self._control is None:

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from inferpool.protocol import ResultRecord
+from inferpool.protocol import Priority, ResultRecord
 from worker.histograms import BulkHistogram
+from worker.service_rates import ServiceRates
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -222,7 +223,21 @@ class WorkerMetrics:
             registry=r,
         )
         self.ready = Gauge("inferpool_ready", "1 when the worker is ready to serve", registry=r)
+        self.lane_requests = Counter(
+            "inferpool_lane_requests",
+            "Requests answered, by the lane (topic) they came in and status",
+            ["lane", "status"],
+            registry=r,
+        )
+        self.lane_end_to_end = BulkHistogram(
+            "inferpool_lane_end_to_end_seconds",
+            "Submit to result stored, by lane",
+            ["lane"],
+            LATENCY_BUCKETS_S,
+            r,
+        )
         self.generation = GenerationMetrics(r)
+        self.service_rates = ServiceRates()  # read by the load summaries
 
     def watch(
         self,
@@ -257,6 +272,7 @@ class WorkerMetrics:
     def batch_ran(
         self, model: str, size: int, reason: str, inference_s: float, batch_waits_s: Iterable[float]
     ) -> None:
+        self.service_rates.batch_ran(model, size, inference_s)
         self.batches.labels(model, reason).inc()
         self.batch_size.labels(model).observe(size)
         self.inference.labels(model).observe(inference_s)
@@ -281,6 +297,18 @@ class WorkerMetrics:
         for histogram, samples in ((self.end_to_end, end_to_end), (self.queue_wait, queue_wait)):
             for model, values in samples.items():
                 histogram.observe_many((model,), values)
+
+    def answered_in_lanes(self, answers: Iterable[tuple[Priority, ResultRecord]]) -> None:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        latencies: dict[str, list[float]] = defaultdict(list)
+        for lane, record in answers:
+            counts[(lane.value, record.status.value)] += 1
+            if record.timings.end_to_end_ms:
+                latencies[lane.value].append(record.timings.end_to_end_ms / 1000)
+        for (name, status), count in counts.items():
+            self.lane_requests.labels(name, status).inc(count)
+        for name, values in latencies.items():
+            self.lane_end_to_end.observe_many((name,), values)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -42,6 +42,7 @@ from worker.execution.poison import PoisonScreen
 from worker.execution.service_order import OrderPolicy
 from worker.execution.step_engine import StepEngine
 from worker.health import HealthServer
+from worker.load_reporter import LoadReporter
 from worker.metrics import WorkerMetrics
 from worker.models.config import model_configs
 from worker.models.generative.model import GenerativeModel
@@ -167,6 +168,11 @@ class Worker(Service):
             rate_limits=TenantRateLimits(settings.tenant_rate_limits),
         )
         self._settlement = settlement
+        await stack.enter_async_context(LoadReporter(
+            self.id, {name: settings.topic_for(name) for name in registry.names()},
+            self._admission.lag, self.metrics.service_rates, sink,
+            settings.load_report_interval_ms / 1000,
+        ))
         consumer.subscribe(self._rebalance.on_assigned, self._rebalance.on_revoked)
 
     async def _build_engines(

@@ -15,7 +15,7 @@ from typing import TypeVar
 from inferpool.backoff import Backoff, retrying
 from inferpool.errors import ResultStoreUnavailable
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultRecord
+from inferpool.protocol import LoadSummary, ResultRecord
 from inferpool.protocol.wire import Encoding
 from results.store import ResultStore, StreamAppend
 
@@ -109,3 +109,10 @@ class ResultSink:
         except ResultStoreUnavailable as error:
             log.warning("results.cancel_check_failed", error=str(error), requests=len(request_ids))
             return [False] * len(request_ids)
+
+    async def publish_load(self, model: str, summary: LoadSummary, ttl_s: float) -> None:
+        """Best effort: a summary not written is only a hint missing."""
+        try:
+            await self._store.publish_load(model, summary, ttl_s)
+        except ResultStoreUnavailable as error:
+            log.warning("results.load_write_failed", error=str(error), model=model)

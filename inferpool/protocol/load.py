@@ -59,7 +59,8 @@ def predicted_wait_s(summaries: list[LoadSummary], priority: Priority) -> float:
     """How long a new request of ``priority`` waits for its answer, by the pool's summaries:
     the requests ahead of it over the pool's service rate, plus one batch time. The rate is
     the pool's recent answers per second, or its capacity when that is higher (a pool that
-    was idle has answered little lately but serves at capacity once it has work)."""
+    was idle has answered little lately but serves at capacity once it has work). A pool
+    that has not run a batch yet has no rate: its prediction is 0 (admitted)."""
     if not summaries:
         return 0.0
     ahead = sum(summary.ahead_of(priority) for summary in summaries)

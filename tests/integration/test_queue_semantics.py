@@ -1,5 +1,5 @@
 """Queue semantics against the real broker and Redis: priority lanes (high first, low
-within the aging bound), cancellation, fair share between tenants."""
+within the aging bound), cancellation, fair share between tenants, admission at submit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import testing_models
 from pool_helpers import collect, reader_for, running_worker
 
-from inferpool.protocol import ResultRecord, ResultStatus
+from inferpool.errors import AdmissionRefused
+from inferpool.protocol import LoadSummary, Priority, ResultRecord, ResultStatus
 from inferpool.settings import InferpoolSettings
 from producer.client import Producer, SubmitRequest
 
@@ -137,3 +138,39 @@ async def test_a_quiet_tenant_is_not_starved_by_a_flood(settings: InferpoolSetti
     # flood's drain time and under 300 ms (a handful of 20 ms batches plus fetch and store)
     assert drain_ms > 900
     assert max(quiet_latency) < min(300, drain_ms / 3), (quiet_latency, drain_ms)
+
+
+async def test_admission_refuses_what_cannot_meet_its_deadline(
+    settings: InferpoolSettings,
+) -> None:
+    batch_s = 0.05  # 8 per 50 ms: 160 requests a second
+    settings = paced(settings, load_report_interval_ms=100)
+    model = testing_models.PacedEcho(batch_s)
+    async with (
+        running_worker(settings, model),
+        reader_for(settings) as reader,
+        Producer(settings, control=reader) as producer,
+    ):
+        backlog = await producer.submit_many(
+            SubmitRequest("echo", f"b{i}", tenant="load") for i in range(400)
+        )
+        def measured(summaries: list[LoadSummary]) -> bool:
+            ahead = sum(s.ahead_of(Priority.NORMAL) for s in summaries)
+            return ahead >= 200 and all(s.capacity_per_s > 0 for s in summaries)
+
+        async with asyncio.timeout(20):  # until the summaries show the backlog and its rate
+            while not measured(await reader.load("echo")):
+                await asyncio.sleep(0.05)
+        predicted_ms = await producer.predicted_wait_ms("echo")
+        with pytest.raises(AdmissionRefused) as refused:
+            await producer.submit("echo", "hopeless", timeout_ms=200, admission=True)
+        assert refused.value.retriable and refused.value.predicted_wait_ms > 200
+        assert "would wait about" in str(refused.value)
+        # of the same tenant: behind the backlog (another tenant's would pass it, fair share)
+        hopeful = await producer.submit("echo", "hopeful", timeout_ms=30_000, admission=True,
+                                        tenant="load")
+        results = await collect(settings, [*backlog, hopeful])
+    assert results[hopeful].status is ResultStatus.OK
+    actual_ms = results[hopeful].timings.end_to_end_ms
+    # the prediction's error under this load (the benchmark reports it): within a factor 2
+    assert predicted_ms / 2 <= actual_ms <= predicted_ms * 2, (predicted_ms, actual_ms)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from inferpool.logs import get_logger
-from inferpool.protocol import ResultStatus
+from inferpool.protocol import ResultStatus, lane_of_topic
 from results.store import StreamAppend
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -61,6 +61,9 @@ class Settlement:
         if rejections:
             self._dead_letters.submit(rejections)
         self._metrics.answered(record for record, _ in results)
+        self._metrics.answered_in_lanes(
+            (lane_of_topic(a.token.partition.topic), a.result) for a in answers if a.result
+        )
         self._report(rejections, answers)
 
     async def publish(self, appends: Sequence[StreamAppend]) -> list[bool]:
