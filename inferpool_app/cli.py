@@ -1,4 +1,4 @@
-"""The ``inferpool`` console command: ``worker``, ``submit``, ``result``, ``up``.
+"""The ``inferpool`` console command: ``worker``, ``submit``, ``result``, ``cancel``, ``up``.
 
 Settings are read once here and passed to the subcommand; logging output is configured
 here (JSON or console lines on stderr; ``up`` sends them to its log directory instead).
@@ -16,7 +16,7 @@ from inferpool.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from inferpool_app import result_command, submit_command, up, worker_command
+    from inferpool_app import cancel_command, result_command, submit_command, up, worker_command
 
     parser = argparse.ArgumentParser(
         prog="inferpool",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_command.register(subparsers)
     submit_command.register(subparsers)
     result_command.register(subparsers)
+    cancel_command.register(subparsers)
     up.register(subparsers)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any
@@ -45,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--deadline-ms", type=int, metavar="N",
         help="relative timeout: the request expires N milliseconds after it is submitted",
+    )
+    parser.add_argument(
+        "--priority", choices=["high", "normal", "low"], default="normal",
+        help="the lane: the request goes to that lane's topic (default normal)",
+    )
+    parser.add_argument("--tenant", help="whose request it is (fair share, rate limits)")
+    parser.add_argument(
+        "--admission", action="store_true",
+        help="refuse at once (exit 1, admission_refused) if the pool's load says the request "
+        "cannot finish by --deadline-ms",
     )
     parser.add_argument(
         "--json", action="store_true",
@@ -95,9 +106,19 @@ async def _submit(
     try:
         if getattr(args, "stream", False):
             params = {**(params or {}), "stream": True}
-        async with Producer(settings, encoding) as producer:
+        async with contextlib.AsyncExitStack() as stack:
+            control = None
+            if args.admission:
+                from inferpool.protocol import ResultKeys
+                from results.reader import ResultReader
+
+                control = await stack.enter_async_context(
+                    ResultReader(settings.redis, ResultKeys(settings.result_key_prefix))
+                )
+            producer = await stack.enter_async_context(Producer(settings, encoding, control))
             request_id = await producer.submit(
-                args.model, inputs, params=params, timeout_ms=args.deadline_ms
+                args.model, inputs, params=params, timeout_ms=args.deadline_ms,
+                priority=args.priority, tenant=args.tenant, admission=args.admission,
             )
     except RequestError as error:
         print(f"inferpool submit: error: {error.code}: {error}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """ResultReader and SyncResultReader: the Redis result store as a client uses it.
 
-``ResultReader`` is async (``get``, ``wait``, ``wait_many``, and for generations
-``stream``, ``read_stream``, ``request_cancel``); ``SyncResultReader`` offers the same
-calls, blocking, for code without an event loop.
+``ResultReader`` is async (``get``, ``wait``, ``wait_many``, for generations ``stream``
+and ``read_stream``, and ``request_cancel``, ``load``); ``SyncResultReader`` offers the
+same calls, blocking, for code without an event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Iterable, Iterator
 from types import TracebackType
 from typing import Self
 
-from inferpool.protocol import ResultKeys, ResultRecord
+from inferpool.protocol import LoadSummary, ResultKeys, ResultRecord
 from inferpool.protocol.generation import StreamEntry
 from inferpool.settings import RedisSettings
 from inferpool.sync import SyncBridge
@@ -85,8 +85,13 @@ class SyncResultReader:
             self._bridge.call(entries.aclose())
 
     def request_cancel(self, request_id: str) -> None:
-        """Ask the worker running this generation to stop it."""
+        """Cancel the request: answered ``cancelled`` unless it started; a generation stops
+        at its next step; a finished request keeps its result."""
         self._bridge.call(self._bridge.service.request_cancel(request_id))
+
+    def load(self, model: str) -> list[LoadSummary]:
+        """The workers' fresh load summaries of ``model``."""
+        return self._bridge.call(self._bridge.service.load(model))
 
 
 async def _next(

@@ -130,7 +130,9 @@ class ResultStore(Service, abc.ABC):
 
     @abc.abstractmethod
     async def request_cancel(self, request_id: str) -> None:
-        """Ask the worker running a generation to stop it (``finish_reason: cancelled``)."""
+        """Cancel the request (its cancel key, with the results' TTL): a worker that has not
+        started it answers ``cancelled``; a generation stops at its next step
+        (``finish_reason: cancelled``); a request that has a result keeps it."""
 
     @abc.abstractmethod
     async def read_stream(
