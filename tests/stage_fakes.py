@@ -19,9 +19,11 @@ from results import InMemoryResultStore
 from worker.admission.admission import Admission
 from worker.admission.intake import Intake
 from worker.admission.preparation import Preparation
+from worker.admission.rate_limits import TenantRateLimits
 from worker.answers import Answers
 from worker.execution.batch_engine import BatchEngine
 from worker.execution.batcher import Batcher
+from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
 from worker.metrics import WorkerMetrics
 from worker.models.base import Model
@@ -103,7 +105,8 @@ class StageKit:
 
     def __init__(self, *models: Model, max_batch_size: int = 8, max_wait_s: float = 0.005,
                  max_inflight_requests: int = 1024, max_inflight_bytes: int = 1 << 30,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3,
+                 tenant_rate_limits: dict[str, float] | None = None) -> None:
         self.registry = ModelRegistry(models)
         self.store = InMemoryResultStore()
         self.tracker = OffsetTracker()
@@ -119,6 +122,7 @@ class StageKit:
         self.engine = BatchEngine(
             self.registry, Batcher(max_batch_size, max_wait_s),
             PoisonScreen(self.sink, max_attempts), self.settlement, self.answers, self.metrics,
+            cancels=CancelScreen(self.sink),
         )
         self.preparing: Counter[TopicPartition] = Counter()
         self.committer = Committer(self.consumer, self.tracker, self.metrics, 10)
@@ -129,7 +133,7 @@ class StageKit:
             self.consumer, self.tracker, Intake(self.registry, 1 << 20), self.preparation,
             {name: self.engine for name in self.registry.names()}, self.settlement, self.sink,
             self.answers, self.preparing, max_inflight_requests, max_inflight_bytes,
-            max_attempts,
+            max_attempts, rate_limits=TenantRateLimits(tenant_rate_limits or {}),
         )
 
     def _failed(self, task: asyncio.Task[None]) -> None:
