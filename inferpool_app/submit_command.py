@@ -106,9 +106,10 @@ async def _submit(
     try:
         if getattr(args, "stream", False):
             params = {**(params or {}), "stream": True}
+        admission = getattr(args, "admission", False)
         async with contextlib.AsyncExitStack() as stack:
             control = None
-            if args.admission:
+            if admission:
                 from inferpool.protocol import ResultKeys
                 from results.reader import ResultReader
 
@@ -118,7 +119,8 @@ async def _submit(
             producer = await stack.enter_async_context(Producer(settings, encoding, control))
             request_id = await producer.submit(
                 args.model, inputs, params=params, timeout_ms=args.deadline_ms,
-                priority=args.priority, tenant=args.tenant, admission=args.admission,
+                priority=getattr(args, "priority", "normal"), tenant=getattr(args, "tenant", None),
+                admission=admission,
             )
     except RequestError as error:
         print(f"inferpool submit: error: {error.code}: {error}", file=sys.stderr)
