@@ -383,12 +383,16 @@ def test_scaled_object_targets_the_workers(
     surge = int(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     assert scaled["maxReplicaCount"] + surge <= partitions, "more workers than partitions"
-    (trigger,) = [t for t in scaled["triggers"] if t["type"] == "kafka"]
-    metadata = trigger["metadata"]
-    assert metadata["bootstrapServers"] == config["INFERPOOL_KAFKA_BOOTSTRAP_SERVERS"]
-    assert metadata["consumerGroup"] == config["INFERPOOL_CONSUMER_GROUP"]
-    assert metadata["topic"] == config["INFERPOOL_REQUEST_TOPIC"]
-    assert int(metadata["lagThreshold"]) > 0
+    lanes = [t["metadata"] for t in scaled["triggers"] if t["type"] == "kafka"]
+    topic = config["INFERPOOL_REQUEST_TOPIC"]
+    # one trigger per priority lane, high scaling at the smallest lag
+    assert [m["topic"] for m in lanes] == [f"{topic}.high", topic, f"{topic}.low"]
+    for metadata in lanes:
+        assert metadata["bootstrapServers"] == config["INFERPOOL_KAFKA_BOOTSTRAP_SERVERS"]
+        assert metadata["consumerGroup"] == config["INFERPOOL_CONSUMER_GROUP"]
+        assert int(metadata["lagThreshold"]) > 0
+    thresholds = [int(m["lagThreshold"]) for m in lanes]
+    assert thresholds == sorted(thresholds)
     # generative models: a second trigger on the step engines' waiting sequences
     (waiting,) = [t for t in scaled["triggers"] if t["type"] == "prometheus"]
     assert "inferpool_waiting_sequences" in waiting["metadata"]["query"]
