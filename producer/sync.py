@@ -47,11 +47,15 @@ class SyncProducer:
         timeout_ms: int | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
+        priority: str = "normal",
+        tenant: str | None = None,
     ) -> str:
-        """Publish one request; blocks until acknowledged and returns its id."""
+        """Publish one request; blocks until acknowledged and returns its id. (To cancel,
+        use ``results.SyncResultReader.request_cancel``; admission at submit is the async
+        Producer's.)"""
         return self._bridge.call(self._bridge.service.submit(
             model, inputs, params=params, deadline_ms=deadline_ms, timeout_ms=timeout_ms,
-            request_id=request_id, traceparent=traceparent,
+            request_id=request_id, traceparent=traceparent, priority=priority, tenant=tenant,
         ))
 
     def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
