@@ -82,10 +82,10 @@ def test_lane_gate_pauses_a_lane_at_its_share_and_resumes_it() -> None:
     tokens = [tracker.track(low, offset) for offset in range(2)]
     for offset in range(6):
         tracker.track(high, offset)
-    gate.update()
+    assert gate.update() is True
     assert switch.paused == {low}  # low holds 2 of its 2; high 6 of its 8
     tracker.answer(tokens[0])
-    gate.update()
+    assert gate.update() is False
     assert switch.paused == set()
 
 

@@ -9,7 +9,8 @@ neither the store nor the broker can stall the fetch loop (a consumer that misse
 
 Back-pressure: while the records held (fetched, not yet answered) reach
 ``max_inflight_requests`` or ``max_inflight_bytes``, every partition is paused; the
-consumer still polls now and then, so the group keeps this member.
+consumer still polls now and then, so the group keeps this member. Below that, the
+``LaneGate`` pauses the partitions of a priority lane that holds its share.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from worker.result_sink import ResultSink
 log = get_logger("worker.admission")
 
 FETCH_TIMEOUT_MS = 100
+GATED_FETCH_TIMEOUT_MS = 20
 MAX_FETCH_RECORDS = 2000
 BACKPRESSURE_POLL_S = 1.0
 #: Counting a chunk's attempts may not hold the fetch loop longer than this (the store may
@@ -120,10 +122,11 @@ class Admission:
             if paused:
                 self._consumer.resume_all()
                 paused = False
-            if self._lane_gate is not None:
-                self._lane_gate.update()
+            # a lane paused at its share is resumed as soon as it has room: poll more often
+            gated = self._lane_gate is not None and self._lane_gate.update()
+            timeout_ms = GATED_FETCH_TIMEOUT_MS if gated else FETCH_TIMEOUT_MS
             room = max(1, self._max_requests - self._tracker.unanswered())
-            records = await self._consumer.fetch(FETCH_TIMEOUT_MS, min(room, MAX_FETCH_RECORDS))
+            records = await self._consumer.fetch(timeout_ms, min(room, MAX_FETCH_RECORDS))
             if records:
                 await self.admit(records)
         await asyncio.gather(*self._marking, return_exceptions=True)

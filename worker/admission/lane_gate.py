@@ -44,8 +44,9 @@ class LaneGate:
     def cap(self, lane: Priority) -> int:
         return self._caps[lane]
 
-    def update(self) -> None:
-        """Pause the lanes at their share, resume the others (call before each fetch)."""
+    def update(self) -> bool:
+        """Pause the lanes at their share, resume the others (call before each fetch);
+        whether some lane is paused now."""
         by_lane: dict[Priority, list[TopicPartition]] = {lane: [] for lane in Priority}
         for partition in self._tracker.assigned():
             by_lane[lane_of_topic(partition.topic)].append(partition)
@@ -61,3 +62,4 @@ class LaneGate:
         if resumable := [p for p in resume if p in self._paused]:
             self._consumer.resume(resumable)
         self._paused = (self._paused - set(resume)) | set(pause)
+        return bool(pause)
