@@ -20,10 +20,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from inferpool.errors import ConfigurationError, InferpoolError
+from inferpool.lifecycle import Process
 
 LOOPBACK = "127.0.0.1"
 
@@ -52,7 +51,7 @@ def tansu_binary() -> Path:
     return path
 
 
-class EmbeddedProcess:
+class EmbeddedProcess(Process):
     """A child process with a log file, started with ``with`` and stopped in order."""
 
     name = "process"
@@ -137,18 +136,6 @@ class EmbeddedProcess:
     def cleanup(self) -> None:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 #: What a pool's clients should set against Tansu: it holds an idle fetch for the whole

@@ -17,8 +17,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from inferpool.embedded import (
     LOOPBACK,
@@ -27,6 +25,7 @@ from inferpool.embedded import (
     redis_binary,
 )
 from inferpool.errors import ConfigurationError, InferpoolError
+from inferpool.lifecycle import Process
 
 POLL_S = 0.05
 
@@ -93,7 +92,7 @@ class ArgsRedis(EmbeddedRedis):
         return [*super().command(), *self.extra]
 
 
-class EmbeddedRedisCluster:
+class EmbeddedRedisCluster(Process):
     """A Redis Cluster; ``node_timeout_ms`` is how soon a dead primary's replica takes over."""
 
     def __init__(
@@ -171,18 +170,6 @@ class EmbeddedRedisCluster:
         for node in self.nodes:
             node.cleanup()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class SentinelProcess(EmbeddedProcess):
     """One ``redis-server --sentinel`` watching ``service`` (quorum 1)."""
@@ -215,7 +202,7 @@ class SentinelProcess(EmbeddedProcess):
             return False
 
 
-class EmbeddedSentinel:
+class EmbeddedSentinel(Process):
     """A primary, one replica and a sentinel; ``url`` is the ``redis+sentinel://`` form."""
 
     def __init__(self, service: str = "inferpool", down_after_ms: int = 1000) -> None:
@@ -272,14 +259,3 @@ class EmbeddedSentinel:
         for process in (self.sentinel, self.replica, self.primary):
             process.cleanup()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -78,3 +78,27 @@ class Service:
                 ResourceWarning,
                 stacklevel=1,
             )
+
+
+class Process:
+    """Base for the embedded services that run as local processes (synchronous: tests and
+    ``inferpool up`` start them before any event loop): ``with`` calls ``start()`` and
+    ``stop()``. Subclasses implement both; ``stop()`` must be safe after a failed start."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -78,6 +78,10 @@ class LimitRunner:
         self.precision = str(ready[0]["precision"])
         self.load_s = max(float(r["load_s"]) for r in ready)
 
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self._children]
+
     def run(self, seconds: float) -> LimitResult:
         """All processes start together and run for ``seconds``; their rates add up."""
         cpu_before = [process_cpu_s(child.pid) for child in self._children]

@@ -193,7 +193,22 @@ async def open_loop(
     point.offered_rps = rate_per_s
     point.max_lag_ms = max_lag * 1000
     point.answered_total = len(seen)
+    point.early_p90_ms, point.late_p90_ms = _thirds_p90(due_in_window)
     return point
+
+
+def _thirds_p90(completions: Sequence[Completion]) -> tuple[float | None, float | None]:
+    """p90 latency of the first and of the last third of ``completions`` by send time."""
+    ordered = sorted(completions, key=lambda c: c.sent_at)
+    third = len(ordered) // 3
+    if third < 10:
+        return None, None
+
+    def p90(part: Sequence[Completion]) -> float:
+        latencies = sorted(c.latency_ms for c in part)
+        return latencies[int(0.9 * (len(latencies) - 1))]
+
+    return p90(ordered[:third]), p90(ordered[-third:])
 
 
 async def _collect(target: LoadTarget, into: list[Completion], arrived: asyncio.Event) -> None:

@@ -4,8 +4,11 @@ Everything that loads a model is started first and kept loaded: the limit proces
 pool's workers, the Celery worker. Then, round after round, the three are measured back to
 back at saturation (limit, pool, Celery), so that each round's ratios are taken under the
 same machine noise; while the limit or Celery runs, the pool's workers are frozen (SIGSTOP),
-as idle workers still poll the broker. Then the pool's open loops; then the pool's workers
-stop, and Celery's open loops run; then the echo worker measures the pipeline alone.
+as idle workers still poll the broker. Then the pool's open loops and the search for its
+open-loop capacity (``ops.bench.capacity``); then the pool's workers stop, and Celery's open
+loops run; then the echo worker measures the pipeline alone. In the pinned topology
+(``ops.bench.topology``) the broker, Redis and this process run on one core, the workers and
+the limit on the other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,13 +27,14 @@ from typing import Any, Protocol
 from inferpool.embedded import EmbeddedBroker, EmbeddedRedis
 from inferpool.settings import InferpoolSettings, KafkaSettings, RedisSettings
 from inferpool.topics import ensure_topics
-from ops.bench import echo
+from ops.bench import capacity, echo
 from ops.bench.cpu import CpuMeter, own_cpu_s, process_cpu_s, thread_cpu_s, tree_cpu_s
 from ops.bench.limit import LimitResult, LimitRunner, bench_texts
 from ops.bench.loads import LoadTarget, TextCycle, closed_loop, open_loop
 from ops.bench.pool_client import PoolTarget
 from ops.bench.pool_workers import PoolWorkers, write_models_file
 from ops.bench.stats import LOOP_THREADS, LoadPoint
+from ops.bench.topology import SHARED, Topology, affinity, pin
 from ops.bench.verdicts import ECHO_TARGET_RPS
 
 #: Celery open loops run only at rates it can serve; above this share of its saturation
@@ -48,7 +53,7 @@ class Progress(Protocol):
 def count_steps(args: argparse.Namespace) -> int:
     """Progress-bar steps: what ``bench`` will call ``progress.done`` for."""
     # services, limit, pool, idle; rounds; rates
-    steps: int = 4 + 2 * args.rounds + len(args.fractions)
+    steps: int = 4 + 2 * args.rounds + len(args.fractions) + args.search_depth
     if not args.no_celery:
         steps += 1 + args.rounds + len(args.fractions) + len(OWN_SHARES)  # start, rounds, rates
     if not args.no_echo:
@@ -86,8 +91,9 @@ class System:
 
 class Bench:
     def __init__(self, args: argparse.Namespace, progress: Progress, result: dict[str, Any],
-                 workdir: Path) -> None:
+                 workdir: Path, topology: Topology = SHARED) -> None:
         self.args = args
+        self.topology = topology
         self.progress = progress
         self.result = result
         self.workdir = workdir
@@ -119,12 +125,12 @@ class Bench:
         return point
 
     async def open_point(self, system: System, rate: float, fraction: float,
-                         index: int) -> LoadPoint:
+                         index: int, seconds: float | None = None) -> LoadPoint:
         args, name = self.args, system.target.system
         self.progress.step(f"{name}: {rate:,.0f}/s open loop")
         point = await self._measured(system, lambda: open_loop(
-            system.target, self.texts, rate, args.open_s, args.warmup_s, self.progress.tick,
-            seed=args.seed + index))
+            system.target, self.texts, rate, seconds or args.open_s, args.warmup_s,
+            self.progress.tick, seed=args.seed + index))
         point.fraction = fraction
         latency = point.latency
         self.progress.done(
@@ -153,11 +159,17 @@ class Bench:
         with EmbeddedBroker(workdir=_mkdir(self.workdir / "tansu")) as broker, \
                 EmbeddedRedis(workdir=_mkdir(self.workdir / "redis")) as redis:
             progress.done(f"broker {broker.bootstrap_servers}, redis {redis.url}")
-            with contextlib.ExitStack() as stack:
-                await self._models_loaded(stack, broker, redis)
-                await self._measure_loaded(broker, redis)
-            if not args.no_echo:
-                await self._guarded("echo", self._echo(broker, redis))
+            try:
+                if self.topology.pinned:
+                    pin([broker.pid, redis.pid, os.getpid()], self.topology.services)
+                with contextlib.ExitStack() as stack:
+                    await self._models_loaded(stack, broker, redis)
+                    await self._measure_loaded(broker, redis)
+                if not args.no_echo:
+                    await self._guarded("echo", self._echo(broker, redis))
+            finally:
+                if self.topology.pinned:
+                    pin([os.getpid()], None)  # this process may use every core again
 
     async def _models_loaded(self, stack: contextlib.ExitStack, broker: EmbeddedBroker,
                              redis: EmbeddedRedis) -> None:
@@ -185,6 +197,17 @@ class Bench:
         progress.done(f"pool: {args.workers} worker(s) joined, {args.model} "
                       f"{loaded.get('precision')}, logs in {workers.logdir}")
 
+        if self.topology.pinned:
+            pin([*self.limit_runner.pids, *workers.pids], self.topology.workers)
+            self.result["topology"] = {
+                "name": self.topology.name, "description": self.topology.describe(),
+                "affinity": {"broker": affinity(broker.pid), "redis": affinity(redis.pid),
+                             "load generator": affinity(os.getpid()),
+                             "workers": [affinity(pid) for pid in workers.pids],
+                             "limit": [affinity(pid) for pid in self.limit_runner.pids]}}
+        else:
+            self.result["topology"] = {"name": self.topology.name,
+                                       "description": self.topology.describe()}
         self.peer: Any = None
         if not args.no_celery:
             await self._guarded("celery start", self._start_celery(stack))
@@ -246,10 +269,25 @@ class Bench:
             self.result["pool"]["open"] = [
                 _json(await self.open_point(pool, fraction * pool_rate, fraction, index))
                 for index, fraction in enumerate(args.fractions)]
+            if args.search_depth:
+                self.result["pool"]["capacity"] = await self._capacity(pool, pool_rate)
             await asyncio.to_thread(workers.stop)  # idle, they would still poll the broker
             if celery is not None and celery.rounds:
                 self.result["celery"]["saturation"] = _saturation_summary(celery.rounds)
                 await self._guarded("celery", self._celery_rates(celery, pool_rate))
+
+    async def _capacity(self, pool: System, saturation_rps: float) -> dict[str, Any]:
+        """The open-loop capacity search; each probe a shorter open loop of its own."""
+        probes = iter(range(100, 200))
+
+        async def measure(rate: float) -> LoadPoint:
+            return await self.open_point(pool, rate, rate / saturation_rps, next(probes),
+                                         seconds=self.args.probe_s)
+
+        found = await capacity.search(measure, saturation_rps, self.args.search_depth)
+        self.progress.done(f"pool open-loop capacity: {found['capacity_rps']:,.0f} req/s = "
+                           f"{found['capacity_over_saturation']:.2f}x closed-loop saturation")
+        return found
 
     async def _idle(self, meter: CpuMeter, seconds: float = 4.0) -> None:
         """What the loaded, idle pool costs (its workers poll the broker): cores busy."""

@@ -221,6 +221,12 @@ def describe_plot(result: Result) -> str:
         parts.append(f"{label}: p50/p99 " + ", ".join(
             f"{_ms(p['latency']['p50_ms'])}/{_ms(p['latency']['p99_ms'])} ms at "
             f"{p['offered_rps']:,.0f} req/s" for p in points))
+    pinned = [p for p in ((result.get("pinned") or {}).get("pool") or {}).get("open", [])
+              if p.get("latency")]
+    if pinned:
+        parts.append("The pool pinned (dash-dot): p50/p99 " + ", ".join(
+            f"{_ms(p['latency']['p50_ms'])}/{_ms(p['latency']['p99_ms'])} ms at "
+            f"{p['offered_rps']:,.0f} req/s" for p in pinned))
     saturation = {s: ((result.get(s) or {}).get("saturation") or {}).get("achieved_rps")
                   for s in ("pool", "celery")}
     marks = ", ".join(f"{name} {_num(rate)} req/s" for name, rate in saturation.items() if rate)
@@ -282,6 +288,21 @@ def render_markdown(result: Result) -> str:
         "", "## Plot", "", f"![latency against offered load]({result.get('plot', '')})", "",
         describe_plot(result),
     ]
+    lines += _capacity(result)
+    pinned = result.get("pinned")
+    if pinned:
+        lines += ["", "## Both topologies side by side", "",
+                  f"- shared: {(result.get('topology') or {}).get('description', '-')}",
+                  f"- pinned: {(pinned.get('topology') or {}).get('description', '-')} "
+                  f"({pinned['settings']['workers']} worker x "
+                  f"{pinned['settings']['threads_per_worker']} thread; limit in the same "
+                  f"layout, on the workers' core); {pinned.get('wall_s', 0):.0f} s", "",
+                  *_side_by_side(result, pinned),
+                  "", "## Pinned topology: targets", "", *_targets(pinned),
+                  "", "## Pinned topology: throughput", "", *_throughput(pinned),
+                  *_cpu_view(pinned),
+                  "", "## Pinned topology: latency under load", "", *_latency(pinned),
+                  *_stages(pinned), *_capacity(pinned)]
     echo = result.get("echo") or {}
     if echo.get("profile"):
         total = echo.get("profile_total_s") or 0
@@ -299,6 +320,51 @@ def render_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _capacity(result: Result) -> list[str]:
+    found = (result.get("pool") or {}).get("capacity")
+    if not found:
+        return []
+    rows = [[f"{p['fraction']:.2f}", _num(p.get("offered_rps")), _num(p.get("achieved_rps")),
+             _ms(p.get("early_p90_ms")), _ms(p.get("late_p90_ms")), _ms(p.get("p99_ms")),
+             _num(p.get("mean_batch_size"), 1), "yes" if p["stable"] else "no"]
+            for p in found.get("probes", [])]
+    name = (result.get("topology") or {}).get("name", "shared")
+    return ["", f"Open-loop capacity search ({name}): {_num(found.get('capacity_rps'))} req/s "
+            f"= {_times(found.get('capacity_over_saturation'))} the closed-loop saturation "
+            f"({_num(found.get('saturation_rps'))} req/s). Stable: {found.get('rule')}.", "",
+            *_table(["fraction", "offered", "answered", "early p90 ms", "late p90 ms",
+                     "p99 ms", "mean batch", "stable"], rows)]
+
+
+def _at(result: Result, fraction: float) -> Mapping[str, Any]:
+    points = [p for p in (result.get("pool") or {}).get("open", [])
+              if abs((p.get("fraction") or 9) - fraction) <= 0.05]
+    return points[0] if points else {}
+
+
+def _side_by_side(shared: Result, pinned: Result) -> list[str]:
+    rows = []
+    for label, result in (("shared", shared), ("pinned", pinned)):
+        ratios = result.get("ratios") or {}
+        pool = (result.get("pool") or {}).get("saturation") or {}
+        found = (result.get("pool") or {}).get("capacity") or {}
+        rows.append([
+            f"{label} ({result['settings']['workers']}x"
+            f"{result['settings']['threads_per_worker']})",
+            _num((result.get("limit") or {}).get("requests_per_s")),
+            _num(pool.get("achieved_rps")),
+            _times(ratios.get("pool_over_limit")), _times(ratios.get("pool_over_limit_by_cpu")),
+            _percent(result.get("worker_own_cost")),
+            _times(found.get("capacity_over_saturation")),
+            *(_ms((_at(result, f).get("latency") or {}).get("p99_ms")) for f in (0.1, 0.5, 0.8)),
+            _ms(result.get("latency_bound_ms")),
+            *(_num(_at(result, f).get("mean_batch_size"), 1) for f in (0.5, 0.8)),
+        ])
+    return _table(["topology", "limit req/s", "pool req/s", "pool/limit", "by CPU",
+                   "workers' own cost", "capacity/saturation", "p99 @10 %", "p99 @50 %",
+                   "p99 @80 %", "p99 bound", "batch @50 %", "batch @80 %"], rows)
+
+
 def _profile_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return _table(["function", "own s", "cumulative s", "calls"],
                   [[f"`{row['function']}`", f"{row['tottime_s']:.3f}",
@@ -312,11 +378,13 @@ def plot_latency(result: Result, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    styles = {"pool": ("-", "o"), "celery": ("--", "s")}
+    figure, axes = plt.subplots(figsize=(9, 5.5))
     colors = {"p50_ms": "tab:blue", "p95_ms": "tab:orange", "p99_ms": "tab:red"}
-    for system, (style, marker) in styles.items():
-        block = result.get(system) or {}
+    curves = [("pool", result.get("pool") or {}, "-", "o"),
+              ("celery", result.get("celery") or {}, "--", "s")]
+    if result.get("pinned"):
+        curves.append(("pool pinned", result["pinned"].get("pool") or {}, "-.", "^"))
+    for system, block, style, marker in curves:
         points = [p for p in block.get("open", []) if p.get("latency")]
         if points:
             offered = [p["offered_rps"] for p in points]
@@ -339,7 +407,7 @@ def plot_latency(result: Result, path: Path) -> None:
     axes.set_ylabel("end-to-end latency, ms")
     axes.set_title(f"{settings['model']} {settings['precision']}, {result['machine']['cores']} "
                    f"cores: pool ({settings['workers']}x{settings['threads_per_worker']}) "
-                   "vs Celery")
+                   "vs Celery" + (", and the pool pinned (1x1)" if result.get("pinned") else ""))
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, ncol=2)
     figure.tight_layout()

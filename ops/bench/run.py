@@ -6,14 +6,20 @@
    a closed loop at saturation, then open loops (Poisson arrivals) at fractions of that rate;
    and one ``echo`` worker draining pre-loaded requests: the pipeline's own ceiling;
 3. the peer: a Celery worker, one text per task, at saturation and at the same rates;
-4. JSON, Markdown and a PNG plot under ``--out``, with the ratios next to the figures.
+4. the pool's open-loop capacity: a short bisection on the Poisson rate it answers with a
+   stable queue (``ops.bench.capacity``);
+5. all of it again, shorter and without Celery and echo, in the *pinned* topology: the
+   broker, Redis and the load generator on one core, one worker (and the limit) with one
+   torch thread on the other, as a deployment puts them (``ops.bench.topology``);
+6. JSON, Markdown and a PNG plot under ``--out``, both topologies side by side.
 
 The three saturation measurements run back to back, in rounds, with every model loaded
 once beforehand. Everything (broker, Redis, load generator, workers) shares this machine:
 read the ratios, which hold on a noisy machine better than the absolute figures do.
 
-    python -m ops.bench.run            # defaults: about 7-8 minutes on 2 cores
-    python -m ops.bench.run --quick    # a smoke run of about 3 minutes
+    python -m ops.bench.run                     # defaults: under 10 minutes on 2 cores
+    python -m ops.bench.run --quick             # a smoke run of about 4 minutes
+    python -m ops.bench.run --topology shared   # only the shared topology
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from inferpool.logs import configure_logging
 from ops.bench.environment import machine, versions
 from ops.bench.phases import Bench, count_steps
 from ops.bench.report import write_all
+from ops.bench.topology import SHARED, Topology, pinned
 from ops.bench.verdicts import ECHO_TARGET_RPS, add_ratios, add_targets
 
 DEFAULT_FRACTIONS = (0.1, 0.5, 0.8, 0.95)
 QUICK_FRACTIONS = (0.5, 0.95)
+PINNED_FRACTIONS = (0.1, 0.5, 0.8)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,11 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None,
                         help="saturation rounds, each limit -> pool -> Celery (2; quick 1)")
     parser.add_argument("--measure-s", type=float, default=None,
-                        help="closed-loop window (15; quick 6)")
+                        help="closed-loop window (10; quick 6)")
     parser.add_argument("--limit-s", type=float, default=None,
-                        help="limit window (12; quick 5)")
+                        help="limit window (10; quick 5)")
     parser.add_argument("--open-s", type=float, default=None,
-                        help="each open-loop run (20; quick 8)")
+                        help="each open-loop run (12; quick 8)")
     parser.add_argument("--warmup-s", type=float, default=None,
                         help="not counted at the start of each run (3; quick 2)")
     parser.add_argument("--fractions", type=float, nargs="+", default=None,
@@ -83,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "thread each: the best Celery layout on 2 cores)")
     parser.add_argument("--no-celery", action="store_true")
     parser.add_argument("--no-echo", action="store_true")
+    parser.add_argument("--topology", choices=["both", "shared", "pinned"], default="both",
+                        help="shared: every process on every core; pinned: broker, Redis and "
+                             "load generator on one core, workers on the other; both (default)")
+    parser.add_argument("--search-depth", type=int, default=3,
+                        help="open-loop capacity search: probes (3; 0 skips it)")
+    parser.add_argument("--probe-s", type=float, default=None,
+                        help="each capacity probe's open loop (10; quick 6)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
@@ -90,9 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.threads = args.threads or max(1, cores // args.workers)
     args.outstanding = args.outstanding or 4 * args.max_batch_size * args.workers
     args.rounds = args.rounds or (1 if quick else 2)
-    args.measure_s = args.measure_s or (6.0 if quick else 15.0)
-    args.limit_s = args.limit_s or (5.0 if quick else 12.0)
-    args.open_s = args.open_s or (8.0 if quick else 20.0)
+    args.measure_s = args.measure_s or (6.0 if quick else 10.0)
+    args.limit_s = args.limit_s or (5.0 if quick else 10.0)
+    args.open_s = args.open_s or (8.0 if quick else 12.0)
+    args.probe_s = args.probe_s or (6.0 if quick else 10.0)
     args.warmup_s = args.warmup_s if args.warmup_s is not None else (2.0 if quick else 3.0)
     args.fractions = tuple(args.fractions or (QUICK_FRACTIONS if quick else DEFAULT_FRACTIONS))
     args.echo_requests = args.echo_requests or (10_000 if quick else 60_000)
@@ -140,15 +156,17 @@ class Progress:
             self._bar.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_logging("warning", "console")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    workdir = Path(tempfile.mkdtemp(prefix="inferpool-bench-"))
-    command = "python -m ops.bench.run" + "".join(
-        f" {shlex.quote(arg)}" for arg in (sys.argv[1:] if argv is None else argv))
-    result: dict[str, Any] = {
+def pinned_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The pinned run: one worker with one torch thread on the workers' core, one round, no
+    Celery, no echo (both are measured in the shared run)."""
+    return argparse.Namespace(**{
+        **vars(args), "workers": 1, "threads": 1, "rounds": 1, "no_celery": True,
+        "no_echo": True, "outstanding": 4 * args.max_batch_size,
+        "fractions": PINNED_FRACTIONS if not args.quick else QUICK_FRACTIONS})
+
+
+def new_result(args: argparse.Namespace, command: str, workdir: Path) -> dict[str, Any]:
+    return {
         "command": command,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -161,22 +179,50 @@ def main(argv: list[str] | None = None) -> int:
             "measure_s": args.measure_s, "limit_s": args.limit_s, "open_s": args.open_s,
             "warmup_s": args.warmup_s, "fractions": list(args.fractions),
             "echo_requests": args.echo_requests, "quick": args.quick,
+            "search_depth": args.search_depth, "probe_s": args.probe_s,
         },
         "workdir": str(workdir),
     }
-    progress = Progress(count_steps(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("warning", "console")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="inferpool-bench-"))
+    command = "python -m ops.bench.run" + "".join(
+        f" {shlex.quote(arg)}" for arg in (sys.argv[1:] if argv is None else argv))
+    runs: list[tuple[argparse.Namespace, Topology]] = []
+    if args.topology in ("both", "shared"):
+        runs.append((args, SHARED))
+    if args.topology in ("both", "pinned"):
+        runs.append((pinned_args(args), pinned()))
+    progress = Progress(sum(count_steps(run_args) for run_args, _ in runs))
     started = time.perf_counter()
     failed: BaseException | None = None
+    results: list[dict[str, Any]] = []
     try:
-        asyncio.run(Bench(args, progress, result, workdir).run())
+        for run_args, topology in runs:
+            result = new_result(run_args, command, workdir / topology.name)
+            results.append(result)
+            run_started = time.perf_counter()
+            try:
+                asyncio.run(Bench(run_args, progress, result, workdir / topology.name,
+                                  topology).run())
+            finally:
+                result["wall_s"] = time.perf_counter() - run_started
+                add_ratios(result)
+                add_targets(result)
     except (Exception, KeyboardInterrupt) as error:
         failed = error
-        result.setdefault("failures", {})["run"] = f"{type(error).__name__}: {error}"
+        results[-1].setdefault("failures", {})["run"] = f"{type(error).__name__}: {error}"
     finally:
         progress.close()
-    result["wall_s"] = time.perf_counter() - started
-    add_ratios(result)
-    add_targets(result)
+    result = results[0]
+    if len(results) > 1:
+        result["pinned"] = results[1]
+    result["wall_s_all"] = time.perf_counter() - started
     stem = args.out / f"bench-{'quick-' if args.quick else ''}{stamp}"
     paths = write_all(result, stem)
     print(paths["md"].read_text(encoding="utf-8"))
@@ -184,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs: {workdir}", file=sys.stderr)
     if failed is not None:
         print(f"the run failed: {failed!r}; see the logs in {workdir}", file=sys.stderr)
-    return 1 if failed is not None or result.get("failures") else 0
+    failures = any(r.get("failures") for r in results)
+    return 1 if failed is not None or failures else 0
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ class LoadPoint:
     stamped: LatencySummary | None = None  # the system's own end-to-end stamp
     mean_batch_size: float | None = None
     max_lag_ms: float | None = None  # open loop: how late the generator sent at worst
+    early_p90_ms: float | None = None  # open loop: p90 of the first third sent (in window)
+    late_p90_ms: float | None = None  # open loop: p90 of the last third: a growing queue
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per component
     cpu_wall_s: float | None = None  # the wall time those CPU seconds were taken over
     answered_total: int | None = None  # answers read over that wall time (warm-up included)

@@ -234,3 +234,18 @@ def test_draining_closes_even_while_busy() -> None:
     batcher.add(pending(0))
     batch = batcher.take(now=0.0, drain=True, busy=True)
     assert batch is not None and batch.reason is CloseReason.DRAIN
+
+
+def test_a_long_queue_of_equal_costs_closes_oldest_first_and_drops_the_expired() -> None:
+    batcher = Batcher(max_batch_size=4, max_wait_s=0.01)
+    for index in range(1000):
+        batcher.add(pending(index, deadline=0.5 if index == 2 else None))
+    batch = batcher.take(now=1.0)
+    assert batch is not None and batch.reason is CloseReason.FULL
+    assert [r.id for r in batch.requests] == ["r0", "r1", "r3", "r4"]
+    assert [r.id for r in batch.expired] == ["r2"]
+    assert len(batcher) == 995
+    batcher.add(pending(1000, cost=50))  # costs differ now: shaping by cost again
+    taken = [r.id for r in batcher.take(now=1.0).requests]  # type: ignore[union-attr]
+    assert taken == ["r5", "r6", "r7", "r8"], "the oldest and its nearest in cost"
+    assert len(batcher) == 992

@@ -16,11 +16,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # ops/ is a folder of scripts, not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
+from ops.bench import capacity  # noqa: E402
 from ops.bench.loads import TextCycle, poisson_arrivals  # noqa: E402
 from ops.bench.report import describe_plot, render_markdown  # noqa: E402
 from ops.bench.stats import (  # noqa: E402
     Completion,
     LatencySummary,
+    LoadPoint,
     cpu_us_per_request,
     mean_batch_size,
     percentile,
@@ -172,3 +174,55 @@ def test_plot_is_described_in_words() -> None:
     words = describe_plot(_result())
     assert "The pool: p50/p99 20.0/60.0 ms at 40 req/s, 60.0/180 ms at 200 req/s" in words
     assert "Celery" in words and "saturation" in words
+
+
+def test_both_topologies_side_by_side_and_the_capacity_search() -> None:
+    result = _result()
+    pinned = _result()
+    del pinned["celery"]
+    pinned["topology"] = {"name": "pinned", "description": "pinned: services on 0"}
+    pinned["settings"].update(workers=1, threads_per_worker=1)
+    pinned["pool"]["capacity"] = {
+        "capacity_rps": 380.0, "capacity_over_saturation": 0.95, "saturation_rps": 400.0,
+        "rule": "r", "probes": [{"fraction": 0.95, "offered_rps": 380.0, "achieved_rps": 379.0,
+                                 "early_p90_ms": 90.0, "late_p90_ms": 95.0, "p99_ms": 150.0,
+                                 "mean_batch_size": 20.0, "stable": True}]}
+    result["pinned"] = pinned
+    text = render_markdown(result)
+    assert "## Both topologies side by side" in text and "## Pinned topology: targets" in text
+    assert "| pinned (1x1) | 420 |" in text
+    assert "= 0.95x the closed-loop saturation (400 req/s)" in text
+    assert "| 0.95 | 380 | 379 | 90.0 | 95.0 | 150 | 20.0 | yes |" in text
+    assert "The pool pinned (dash-dot)" in describe_plot(result)
+    for block in text.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        if rows:
+            assert len({row.count("|") for row in rows}) == 1, block
+
+
+def _open(offered: float, achieved: float, early: float | None, late: float | None,
+          lost: int = 0) -> LoadPoint:
+    return LoadPoint(system="pool", mode="open", duration_s=10, requests=100,
+                     achieved_rps=achieved, offered_rps=offered, lost=lost,
+                     early_p90_ms=early, late_p90_ms=late)
+
+
+def test_a_rate_is_stable_only_if_answered_in_step_and_the_queue_does_not_grow() -> None:
+    assert capacity.stable(_open(100, 99, 50, 60))
+    assert not capacity.stable(_open(100, 90, 50, 60)), "falls behind"
+    assert not capacity.stable(_open(100, 99, 50, 400)), "latency grows over the run"
+    assert not capacity.stable(_open(100, 99, 50, 60, lost=1))
+    assert not capacity.stable(_open(100, 99, None, None)), "too few answers to tell"
+
+
+async def test_the_capacity_search_bisects_towards_the_highest_stable_rate() -> None:
+    asked: list[float] = []
+
+    async def measure(rate: float) -> LoadPoint:  # stable up to 80 % of 1000/s
+        asked.append(rate)
+        return _open(rate, rate if rate <= 800 else 0.8 * rate, 50, 60)
+
+    found = await capacity.search(measure, 1000.0, depth=3)
+    assert asked == pytest.approx([950, 725, 837.5])
+    assert found["capacity_rps"] == 725.0 and found["capacity_over_saturation"] == 0.725
+    assert [probe["stable"] for probe in found["probes"]] == [False, True, False]

@@ -346,3 +346,28 @@ async def test_requests_that_arrive_while_the_model_is_busy_form_one_batch() -> 
         kit.engine.drain()
         await asyncio.wait_for(loop, 5)
     assert {record.batch_size for record in found.values()} == {10}
+
+
+async def test_the_model_runs_the_next_batch_while_the_last_one_is_being_stored() -> None:
+    model = Recording()
+    kit = StageKit(model, max_batch_size=32, max_wait_s=0.001)
+    store_open = asyncio.Event()
+    write = kit.store.write
+
+    async def held_write(*args: Any, **kwargs: Any) -> int:
+        await store_open.wait()
+        return await write(*args, **kwargs)
+
+    kit.store.write = held_write  # type: ignore[method-assign]
+    async with kit.store, kit.engine, kit.preparation:
+        loop = asyncio.create_task(kit.engine.run())
+        kit.engine.admit([pending(kit, "first", 0)])
+        await wait_for(lambda: len(model.batches) == 1)
+        kit.engine.admit([pending(kit, "second", 1, offset=1)])
+        await wait_for(lambda: len(model.batches) == 2)  # not held behind the first's store
+        assert kit.store.record("first") is None, "the first batch is still being stored"
+        store_open.set()
+        found = await kit.results(["first", "second"])
+        kit.engine.drain()
+        await asyncio.wait_for(loop, 5)
+    assert [record.outputs for record in (found["first"], found["second"])] == [0, 1]

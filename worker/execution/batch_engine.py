@@ -2,8 +2,13 @@
 (``Batcher``), screened for poison, and run once each through the model (``ModelRunner``):
 one forward per batch, one answer per request.
 
-Up to MAX_BATCHES_IN_FLIGHT batches run at once: while one computes in the model thread,
-the next is collated and the previous one stored.
+The model is *busy* from the moment a batch closes until its forward ends (screening, the
+wait for the model thread, the forward itself). Up to MODEL_BATCHES batches are busy at
+once (one computes while the next is screened and waits), and up to
+MAX_BATCHES_IN_FLIGHT in all: a batch whose forward has ended is stored while the model
+already runs the next, so the model never waits on the store. While the model is busy the
+next batch keeps collecting (``Batcher.take(busy=True)``); it closes when the model is
+free again.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from worker.execution.runner import ModelRunner
 from worker.metrics import WorkerMetrics
 from worker.models.base import Model, has_hook
 from worker.models.registry import ModelRegistry
-from worker.request import PendingRequest
+from worker.request import Answer, PendingRequest
 
 log = get_logger("worker.batch_engine")
 
-MAX_BATCHES_IN_FLIGHT = 2
+MODEL_BATCHES = 2
+MAX_BATCHES_IN_FLIGHT = 4
 
 
 class BatchEngine(Service):
@@ -51,6 +57,8 @@ class BatchEngine(Service):
         self._runner = ModelRunner(stage_timeout_s)
         self._cancels = cancels
         self._arrived = asyncio.Event()
+        self._model_freed = asyncio.Event()
+        self._at_model = 0  # batches closed whose forward has not ended
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
@@ -100,25 +108,27 @@ class BatchEngine(Service):
     # --- the batch loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Close batches as they fall due and run up to MAX_BATCHES_IN_FLIGHT at once.
+        """Close batches as they fall due and run them, MODEL_BATCHES at the model at once.
 
-        While a batch runs the model is busy: the next batch keeps collecting (it closes
-        early only when full or when a deadline needs it, and then waits for the model in
-        the pipeline), and closes with whatever it holds once the model is free."""
+        While the model is busy the next batch keeps collecting (it closes early only when
+        full or when a deadline needs it, and then waits for the model in the pipeline),
+        and closes with whatever it holds once the model is free."""
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
                 if not running and not len(self._batcher):
                     self._idle.set()
                 self._arrived.clear()
+                self._model_freed.clear()
                 now = time.monotonic()
-                room = len(running) < MAX_BATCHES_IN_FLIGHT
-                busy = bool(running)
+                room = self._at_model < MODEL_BATCHES and len(running) < MAX_BATCHES_IN_FLIGHT
+                busy = self._at_model > 0
                 batch = (
                     self._batcher.take(now, drain=self._draining, busy=busy) if room else None
                 )
                 if batch is not None:
                     self._idle.clear()
+                    self._at_model += 1
                     running.add(asyncio.create_task(self._run(batch)))
                     continue
                 if self._draining and not running and not len(self._batcher):
@@ -131,15 +141,18 @@ class BatchEngine(Service):
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _wait_for_work(self, running: set[asyncio.Task[None]], due: float | None) -> None:
-        """Until a request arrives, the next batch falls due, or a running batch ends."""
+        """Until a request arrives, the next batch falls due, the model is freed, or a
+        running batch ends."""
         arrival = asyncio.ensure_future(self._arrived.wait())
+        freed = asyncio.ensure_future(self._model_freed.wait())
         timeout = None if due is None else max(0.0, due - time.monotonic())
         try:
             done, _ = await asyncio.wait(
-                {arrival, *running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {arrival, freed, *running}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             arrival.cancel()
+            freed.cancel()
         for task in done & running:
             running.discard(task)
             task.result()  # a batch that failed unexpectedly fails the loop, loudly
@@ -147,17 +160,25 @@ class BatchEngine(Service):
     async def _run(self, batch: Batch) -> None:
         model = self._registry.get(batch.model)
         requests, cancelled = batch.requests, list[PendingRequest]()
-        if self._cancels is not None:  # cancelled before they started: never run
-            requests, cancelled = await self._cancels.split(requests)
-        screened = await self._poison_screen.screen(requests)
-        # A request that was running when a worker died runs alone, its result stored at
-        # once: if it kills this worker too, its neighbours are not blamed for it.
-        if screened.fresh:
-            await self._run_group(model, screened.fresh, batch.reason.value)
-        for suspect in screened.suspects:
-            await self._poison_screen.before_alone(suspect)
-            await self._run_group(model, [suspect], batch.reason.value)
-        answers = [self._answers.settles_rejected(r) for r in screened.poison]
+        try:
+            if self._cancels is not None:  # cancelled before they started: never run
+                requests, cancelled = await self._cancels.split(requests)
+            screened = await self._poison_screen.screen(requests)
+            fresh = await self._run_group(model, screened.fresh, batch.reason.value)
+            if screened.suspects:
+                # A request that was running when a worker died runs alone, after its
+                # neighbours' results are stored: if it kills this worker too, they are
+                # not blamed for it; its own result is stored at once.
+                await self._settlement.settle(fresh)
+                fresh = []
+                for suspect in screened.suspects:
+                    await self._poison_screen.before_alone(suspect)
+                    alone = await self._run_group(model, [suspect], batch.reason.value)
+                    await self._settlement.settle(alone)
+        finally:
+            self._at_model -= 1
+            self._model_freed.set()
+        answers = fresh + [self._answers.settles_rejected(r) for r in screened.poison]
         answers += [self._answers.settles_expired(r) for r in batch.expired]
         answers += [self._answers.settles_cancelled(r) for r in cancelled]
         await self._settlement.settle(answers)
@@ -174,14 +195,15 @@ class BatchEngine(Service):
             traces=[r.traceparent for r in batch.requests if r.traceparent] or None,
         )
 
-    async def _run_group(self, model: Model, group: list[PendingRequest], reason: str) -> None:
+    async def _run_group(
+        self, model: Model, group: list[PendingRequest], reason: str
+    ) -> list[Answer]:
+        """One forward over ``group``; the answers, for the caller to settle."""
+        if not group:
+            return []
         started = time.monotonic()
         outcome = await self._runner.run(model, [r.item for r in group])
         self._batcher.observe(model.name, outcome.seconds)
-        await self._settlement.settle([
-            self._answers.settles_output(r, model, output, len(group), started, outcome.seconds)
-            for r, output in zip(group, outcome.outputs, strict=True)
-        ])
         self._metrics.batch_ran(
             model.name,
             len(group),
@@ -189,3 +211,7 @@ class BatchEngine(Service):
             outcome.seconds,
             (started - r.fetched_monotonic for r in group),
         )
+        return [
+            self._answers.settles_output(r, model, output, len(group), started, outcome.seconds)
+            for r, output in zip(group, outcome.outputs, strict=True)
+        ]

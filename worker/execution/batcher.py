@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ class _ModelQueue:
     deadlines: list[tuple[float, int]] = field(default_factory=list)
     gone: set[int] = field(default_factory=set)
     cost: int = 0  # sum of the queued requests' costs
+    costs: Counter[int] = field(default_factory=Counter)  # queued requests per cost
     batch_seconds: float = 0.0
 
     def earliest_deadline(self) -> float | None:
@@ -72,9 +74,18 @@ class _ModelQueue:
             tokens is not None and self.cost >= tokens
         )
 
+    def uniform(self) -> bool:
+        """Whether every queued request has the same cost (echo, tensors)."""
+        return len(self.costs) <= 1
+
     def remove(self, entries: list[tuple[int, PendingRequest]]) -> None:
         for sequence, request in entries:
             self.cost -= request.cost
+            left = self.costs[request.cost] - 1
+            if left:
+                self.costs[request.cost] = left
+            else:
+                del self.costs[request.cost]
             if request.deadline_monotonic is not None:
                 self.gone.add(sequence)
 
@@ -154,6 +165,7 @@ class Batcher:
         sequence = next(self._sequence)
         queue.requests.append((sequence, request))
         queue.cost += request.cost
+        queue.costs[request.cost] += 1
         if request.deadline_monotonic is not None:
             heapq.heappush(queue.deadlines, (request.deadline_monotonic, sequence))
         self._size += 1
@@ -205,6 +217,9 @@ class Batcher:
         """Take the batch: from a window of the oldest requests, drop the expired ones and
         keep the oldest with its nearest neighbours in cost; the rest go back, in order."""
         window_size = queue.limits.max_batch_size * self._window_batches
+        if queue.uniform():  # the oldest first: the window need hold one batch only
+            window_size = _uniform_count(len(queue.requests), queue.requests.first()[1].cost,
+                                         queue.limits) if queue.requests else 0
         window: list[tuple[int, PendingRequest]] = []
         expired: list[tuple[int, PendingRequest]] = []
         while queue.requests and len(window) < window_size:
