@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from inferpool.errors import ResultTimeout
-from inferpool.protocol import ErrorInfo, ResultKeys, ResultRecord, ResultStatus
+from inferpool.protocol import (
+    ErrorInfo,
+    LoadSummary,
+    ResultKeys,
+    ResultRecord,
+    ResultStatus,
+    now_ms,
+)
 from inferpool.protocol.wire import Encoding, WireTensor
 from inferpool.settings import InferpoolSettings
 from results import InMemoryResultStore, RedisResultStore, RequestState, ResultStore
@@ -114,3 +121,19 @@ async def test_a_wait_stopped_early_releases_at_once(store: ResultStore) -> None
         async for record in records:
             assert record.id == "x"
             break
+
+
+async def test_load_summaries_one_per_worker_and_stale_ones_skipped(store: ResultStore) -> None:
+    fresh = LoadSummary("w1", {"normal": 5}, 10.0, 20.0, 40.0, now_ms())
+    await store.publish_load("m", fresh, ttl_s=60)
+    await store.publish_load("m", LoadSummary("w2", {}, updated_ms=now_ms() - 60_000), ttl_s=60)
+    newer = LoadSummary("w1", {"normal": 3}, 11.0, 20.0, 40.0, now_ms())
+    await store.publish_load("m", newer, ttl_s=60)
+    assert await store.load("m") == [newer]
+    assert await store.load("other") == []
+
+
+async def test_a_cancel_is_seen_only_for_its_request(store: ResultStore) -> None:
+    await store.request_cancel("c1")
+    assert await store.cancel_requested(["c1", "c2"]) == [True, False]
+    assert (await store.get("c1")).state is RequestState.UNKNOWN  # no result is made for it
