@@ -3,7 +3,9 @@ within the aging bound), cancellation, fair share between tenants, admission at 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from pool_helpers import collect, reader_for, running_worker
 from inferpool.errors import AdmissionRefused
 from inferpool.protocol import LoadSummary, Priority, ResultRecord, ResultStatus
 from inferpool.settings import InferpoolSettings
+from inferpool_app import cancel_command
 from producer.client import Producer, SubmitRequest
 
 BATCH_S = 0.02  # the paced model's time per batch
@@ -174,3 +177,16 @@ async def test_admission_refuses_what_cannot_meet_its_deadline(
     actual_ms = results[hopeful].timings.end_to_end_ms
     # the prediction's error under this load (the benchmark reports it): within a factor 2
     assert predicted_ms / 2 <= actual_ms <= predicted_ms * 2, (predicted_ms, actual_ms)
+
+
+async def test_the_cancel_command_sets_the_key_and_says_where_the_request_stands(
+    settings: InferpoolSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await asyncio.to_thread(
+        cancel_command.run, argparse.Namespace(id="never-submitted"), settings
+    )
+    assert code == cancel_command.EXIT_SET
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "unknown" and shown["cancel"] == "set"
+    async with reader_for(settings) as reader:
+        assert await reader.cancel_requested(["never-submitted", "other"]) == [True, False]
