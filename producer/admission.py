@@ -19,7 +19,7 @@ def check_admission(
 ) -> float:
     """The predicted wait in ms; raises AdmissionRefused when now plus it is past the
     deadline. A request without a deadline, or a model no worker reports on, is admitted."""
-    wait_ms = predicted_wait_s(summaries, priority) * 1000
+    wait_ms = predicted_wait_s(summaries, priority, now_ms()) * 1000
     if deadline_ms is None or not summaries:
         return wait_ms
     room_ms = deadline_ms - now_ms()

@@ -179,7 +179,7 @@ class Producer(Service):
         ``priority``: submit to answer, in ms, from the workers' load summaries (0 when no
         worker reports on the model). Needs ``control``."""
         summaries = await self._controls().load(check_model_name(model))
-        return predicted_wait_s(summaries, Priority.parse(priority)) * 1000
+        return predicted_wait_s(summaries, Priority.parse(priority), now_ms()) * 1000
 
     def _controls(self) -> RequestControl:
         if self._control is None:

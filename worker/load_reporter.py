@@ -1,10 +1,10 @@
 """LoadReporter: every ``load_report_interval_ms``, this worker's load summary of each of
 its models goes to the result store (``ResultKeys.load``), for admission at submit.
 
-A summary holds, per lane, the backlog this worker sees (the Kafka lag of the lane's
-partitions it holds: published and not yet answered, its own held requests included),
+A summary holds, per lane, the backlog this worker sees (of the lane's partitions it holds:
+requests held and not yet answered, plus those not fetched yet),
 and the model's recent service rate, batch time and capacity (``ServiceRates``). With one
-request topic for several models, a topic's lag counts toward each of them. A write that
+request topic for several models, a topic's backlog counts toward each of them. A write that
 fails is logged and skipped: the summaries are hints, and a stale one is ignored by
 readers after ``results.store.LOAD_MAX_AGE_MS``.
 """
@@ -35,14 +35,14 @@ class LoadReporter(Service):
         self,
         worker_id: str,
         topics: dict[str, str],  # model -> its request topic (the normal lane)
-        lag: LagFunction,
+        backlog: LagFunction,  # per partition (Admission.backlog)
         rates: ServiceRates,
         sink: ResultSink,
         interval_s: float,
     ) -> None:
         self._worker_id = worker_id
         self._topics = topics
-        self._lag = lag
+        self._backlog = backlog
         self._rates = rates
         self._sink = sink
         self._interval_s = interval_s
@@ -59,9 +59,8 @@ class LoadReporter(Service):
 
     def summaries(self) -> dict[str, LoadSummary]:
         """This worker's summary of each model, now."""
-        lag = self._lag()
         backlog_by_topic: dict[str, int] = {}
-        for (topic, _partition), count in lag.items():
+        for (topic, _partition), count in self._backlog().items():
             backlog_by_topic[topic] = backlog_by_topic.get(topic, 0) + count
         now, stamp = time.monotonic(), now_ms()
         summaries = {}

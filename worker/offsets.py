@@ -147,6 +147,18 @@ class OffsetTracker:
             return None
         return state.in_order[0] if state.in_order else state.commit_point
 
+    def backlog(self, partition: TopicPartition, end: int) -> int | None:
+        """Records of ``partition`` not yet answered, given its end offset ``end``: those
+        held (fetched, unanswered) plus those not fetched yet. Unlike ``end - position``,
+        records answered out of order past the first unanswered one do not count."""
+        state = self._partitions.get(TopicPartition(*partition))
+        if state is None:
+            return None
+        next_fetch = state.in_order[-1] + 1 if state.in_order else state.commit_point
+        if next_fetch is None:
+            return None
+        return state.live() + max(0, end - next_fetch)
+
     def committable(
         self, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, int]:

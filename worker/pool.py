@@ -170,7 +170,7 @@ class Worker(Service):
         self._settlement = settlement
         await stack.enter_async_context(LoadReporter(
             self.id, {name: settings.topic_for(name) for name in registry.names()},
-            self._admission.lag, self.metrics.service_rates, sink,
+            self._admission.backlog, self.metrics.service_rates, sink,
             settings.load_report_interval_ms / 1000,
         ))
         consumer.subscribe(self._rebalance.on_assigned, self._rebalance.on_revoked)

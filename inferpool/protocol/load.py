@@ -55,16 +55,25 @@ class LoadSummary:
         return sum(self.backlog.get(p.value, 0) for p in Priority if p.rank <= priority.rank)
 
 
-def predicted_wait_s(summaries: list[LoadSummary], priority: Priority) -> float:
+def predicted_wait_s(
+    summaries: list[LoadSummary], priority: Priority, now_ms: int | None = None
+) -> float:
     """How long a new request of ``priority`` waits for its answer, by the pool's summaries:
     the requests ahead of it over the pool's service rate, plus one batch time. The rate is
-    the pool's recent answers per second, or its capacity when that is higher (a pool that
-    was idle has answered little lately but serves at capacity once it has work). A pool
-    that has not run a batch yet has no rate: its prediction is 0 (admitted)."""
+    a worker's recent answers per second, or its capacity when that is higher (a worker
+    that was idle has answered little lately but serves at capacity once it has work). With
+    ``now_ms``, each worker's backlog is aged: what it has served at that rate since its
+    summary was written no longer counts. A pool that has not run a batch yet has no rate:
+    its prediction is 0 (admitted)."""
     if not summaries:
         return 0.0
-    ahead = sum(summary.ahead_of(priority) for summary in summaries)
-    rate = sum(max(s.rate_per_s, s.capacity_per_s) for s in summaries)
+    ahead = 0.0
+    rate = 0.0
+    for summary in summaries:
+        worker_rate = max(summary.rate_per_s, summary.capacity_per_s)
+        age_s = 0.0 if now_ms is None else max(0, now_ms - summary.updated_ms) / 1000
+        ahead += max(0.0, summary.ahead_of(priority) - worker_rate * age_s)
+        rate += worker_rate
     batch_s = max(s.batch_ms for s in summaries) / 1000
     if ahead == 0 or rate <= 0:
         return batch_s

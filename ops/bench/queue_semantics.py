@@ -131,7 +131,7 @@ async def _under_backlog(
     return Latencies.of(records)
 
 
-async def _prediction_errors(settings: InferpoolSettings) -> dict[str, float]:
+async def _prediction_errors(settings: InferpoolSettings) -> dict[str, Any]:
     """Relative error (actual - predicted) / actual of PROBES probes under a refilled
     backlog (the probes are of the backlog's tenant, so they queue behind it)."""
     async with (
@@ -152,16 +152,16 @@ async def _prediction_errors(settings: InferpoolSettings) -> dict[str, float]:
             probes.append((probe, predicted))
         found = {r.id: r async for r in reader.wait_many(everything + [p for p, _ in probes],
                                                           RESULT_TIMEOUT_S)}
-    errors = sorted(
-        (found[probe].timings.end_to_end_ms - predicted) / found[probe].timings.end_to_end_ms
-        for probe, predicted in probes[1:]  # the first: no rate measured yet
-    )
+    pairs = [(predicted, found[probe].timings.end_to_end_ms)
+             for probe, predicted in probes[1:]]  # the first: no rate measured yet
+    errors = sorted((actual - predicted) / actual for predicted, actual in pairs)
     absolute = sorted(abs(e) for e in errors)
     return {
         "probes": len(errors),
         "median_relative_error": statistics.median(errors),
         "median_abs_relative_error": statistics.median(absolute),
         "max_abs_relative_error": absolute[-1],
+        "predicted_and_actual_ms": [[round(p), round(a)] for p, a in pairs],
     }
 
 

@@ -268,3 +268,13 @@ class Admission:
             if position is not None:
                 lag[(partition.topic, partition.partition)] = max(0, end - position)
         return lag
+
+    def backlog(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: requests published and not yet answered here (held ones
+        and those not fetched yet; the load summaries' backlog)."""
+        found: dict[tuple[str, int], int] = {}
+        for partition, end in self._consumer.highwaters().items():
+            count = self._tracker.backlog(partition, end)
+            if count is not None:
+                found[(partition.topic, partition.partition)] = count
+        return found
