@@ -115,24 +115,25 @@ def quantize_outlier_int8(
     batches = list(calibration_batches)
     quantized = copy.deepcopy(model).eval()
     names = [name for name, module in quantized.named_modules() if isinstance(module, nn.Linear)]
-    absmax: dict[str, torch.Tensor] = {}
+    # one pass: per input channel, min and max (the outliers are the largest |x|; the
+    # others' range is taken over the remaining channels)
+    low: dict[str, torch.Tensor] = {}
+    high: dict[str, torch.Tensor] = {}
 
-    def track_absmax(name: str, x: torch.Tensor) -> None:
-        current = x.abs().amax(dim=0)
-        previous = absmax.get(name)
-        absmax[name] = current if previous is None else torch.maximum(previous, current)
+    def track(name: str, x: torch.Tensor) -> None:
+        channel_min, channel_max = torch.aminmax(x, dim=0)
+        if name in low:
+            channel_min = torch.minimum(low[name], channel_min)
+            channel_max = torch.maximum(high[name], channel_max)
+        low[name], high[name] = channel_min, channel_max
 
-    _observe_inputs(quantized, batches, names, track_absmax)
-    chosen = {name: choose_outliers(absmax[name], outliers) for name in names}
+    _observe_inputs(quantized, batches, names, track)
+    chosen: dict[str, torch.Tensor] = {}
     ranges: dict[str, tuple[float, float]] = {}
-
-    def track_range(name: str, x: torch.Tensor) -> None:
-        rest = x.index_fill(1, chosen[name], 0.0)
-        low, high = (float(v) for v in torch.aminmax(rest))
-        previous = ranges.get(name, (low, high))
-        ranges[name] = (min(previous[0], low), max(previous[1], high))
-
-    _observe_inputs(quantized, batches, names, track_range)
+    for name in names:
+        chosen[name] = choose_outliers(torch.maximum(-low[name], high[name]), outliers)
+        rest = torch.ones_like(low[name], dtype=torch.bool).index_fill(0, chosen[name], False)
+        ranges[name] = float(low[name][rest].min()), float(high[name][rest].max())
     for name in names:
         linear: Any = quantized.get_submodule(name)
         _set_submodule(quantized, name, OutlierInt8Linear(linear, chosen[name], *ranges[name]))
