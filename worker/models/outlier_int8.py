@@ -16,8 +16,8 @@ of padding (batch invariance); the fused fbgemm op
 ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` quantizes, multiplies and
 dequantizes with no Python per row. The outlier columns' input values saturate in the
 int8 part, where their weights are zero, so they contribute only through the fp32 path.
-Attention runs in float64 (``worker.models.float64_attention``) so that last-bit
-differences between batch shapes cannot flip int8 roundings.
+Attention runs on each sequence's real tokens (``worker.models.invariant_attention``) so
+that last-bit differences between batch shapes cannot flip int8 roundings.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.models.float64_attention import use_float64_attention
+from worker.models.invariant_attention import use_invariant_attention
 from worker.models.quantization import _observe_inputs, _set_submodule
 
 __all__ = ["OutlierInt8Linear", "choose_outliers", "quantize_outlier_int8"]
@@ -105,15 +105,15 @@ def quantize_outlier_int8(
     calibration_batches: Iterable[Mapping[str, torch.Tensor]],
     *,
     outliers: int = 8,
-    float64_attention: bool = True,
+    invariant_attention: bool = True,
 ) -> nn.Module:
     """An int8 copy of ``model`` in which every ``nn.Linear`` is an ``OutlierInt8Linear``.
 
     ``calibration_batches`` (``model(**batch)`` keyword dicts, padded like traffic) choose
     each layer's ``outliers`` fp32 input channels and the range of the others. Use texts
     of every kind the model will see, and never the evaluation set. The input model is
-    left untouched. ``float64_attention`` (Hugging Face models) makes the result
-    batch-invariant (see ``worker.models.float64_attention``).
+    left untouched. ``invariant_attention`` (Hugging Face models) makes the result
+    batch-invariant (see ``worker.models.invariant_attention``).
     """
     if outliers < 0:
         raise ValueError(f"outliers must be >= 0, got {outliers}")
@@ -142,6 +142,6 @@ def quantize_outlier_int8(
     for name in names:
         linear: Any = quantized.get_submodule(name)
         _set_submodule(quantized, name, OutlierInt8Linear(linear, chosen[name], *ranges[name]))
-    if float64_attention:
-        use_float64_attention(quantized)
+    if invariant_attention:
+        use_invariant_attention(quantized)
     return quantized
