@@ -89,3 +89,28 @@ def test_a_row_is_the_same_alone_and_in_a_padded_batch(tiny_bert: nn.Module) -> 
         alone = {k: v[row : row + 1, :length] for k, v in batch.items()}
         cosine = float((q.embed(quantized, [alone])[0] * together[row]).sum())
         assert cosine >= 0.99999, (row, cosine)
+
+
+def test_unpadded_attention_matches_masked_attention_and_falls_back_on_other_masks(
+    tiny_bert: nn.Module,
+) -> None:
+    import copy
+
+    from worker.models.invariant_attention import _right_padded_lengths, use_invariant_attention
+
+    generator = torch.Generator().manual_seed(4)
+    batch = _batch(generator, 8)
+    unpadded = copy.deepcopy(tiny_bert)
+    use_invariant_attention(unpadded)
+    with torch.inference_mode():
+        masked = q.embed(tiny_bert, [batch])
+        cut = q.embed(unpadded, [batch])
+    assert torch.allclose(masked, cut, atol=1e-5)
+    right = torch.tensor([[True, True, False], [True, True, True]])
+    as_4d = right[:, None, None, :].expand(2, 1, 3, 3)
+    assert _right_padded_lengths(as_4d, 2, 3) == [2, 3]
+    assert _right_padded_lengths(None, 2, 3) == [3, 3]
+    left = torch.tensor([[False, True, True], [True, True, True]])[:, None, None, :]
+    assert _right_padded_lengths(left.expand(2, 1, 3, 3), 2, 3) is None
+    with pytest.raises(TypeError, match="pluggable attention"):
+        use_invariant_attention(nn.Linear(2, 2))
