@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,11 @@ def load() -> TextSets:
     )
 
 
-def stratified(per_category: int) -> dict[str, tuple[str, ...]]:
+def stratified(
+    per_category: int, limits: Mapping[str, int] | None = None
+) -> dict[str, tuple[str, ...]]:
     """A fixed sample of the evaluation set: every category's first ``per_category`` texts
-    (the order in the file is already shuffled)."""
-    return {name: texts[:per_category] for name, texts in load().evaluation.items()}
+    (the order in the file is already shuffled), or fewer where ``limits`` says so."""
+    limits = limits or {}
+    return {name: texts[: min(per_category, limits.get(name, per_category))]
+            for name, texts in load().evaluation.items()}
