@@ -214,6 +214,19 @@ class WorkerMetrics:
             ["model", "precision", "stat"],
             registry=r,
         )
+        self.agreement_by_category = Gauge(
+            "inferpool_model_agreement_cosine_by_category",
+            "Agreement with fp32 at load time, per category of the guard's check set, for "
+            "the served precision and every refused one",
+            ["model", "precision", "category", "stat"],
+            registry=r,
+        )
+        self.retrieval_agreement = Gauge(
+            "inferpool_model_retrieval_agreement",
+            "Retrieval agreement with fp32 rankings at load time (top1, top10, overlap10)",
+            ["model", "precision", "stat"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "inferpool_inflight_requests", "Fetched requests not yet answered", registry=r
         )
@@ -268,6 +281,23 @@ class WorkerMetrics:
             precision = choice.precision.value
             self.agreement.labels(model.name, precision, "mean").set(choice.agreement.mean_cosine)
             self.agreement.labels(model.name, precision, "min").set(choice.agreement.min_cosine)
+        if choice is not None:
+            self._guard_figures(model.name, choice)
+
+    def _guard_figures(self, name: str, choice: Any) -> None:
+        measured = [(choice.precision, getattr(choice, "by_category", None) or {},
+                     getattr(choice, "retrieval", None))]
+        for mode, figures in getattr(choice, "refused_measured", ()):
+            measured.append((mode, figures.by_category, figures.retrieval))
+        for mode, by_category, retrieval in measured:
+            for category, result in by_category.items():
+                labels = (name, mode.value, category)
+                self.agreement_by_category.labels(*labels, "mean").set(result.mean_cosine)
+                self.agreement_by_category.labels(*labels, "min").set(result.min_cosine)
+            if retrieval is not None:
+                for stat in ("top1", "top10", "overlap10"):
+                    self.retrieval_agreement.labels(name, mode.value, stat).set(
+                        getattr(retrieval, stat))
 
     def batch_ran(
         self, model: str, size: int, reason: str, inference_s: float, batch_waits_s: Iterable[float]

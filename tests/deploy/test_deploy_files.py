@@ -62,6 +62,8 @@ GAUGES = {
     "inferpool_inflight_requests",
     "inferpool_model_load_seconds",
     "inferpool_model_agreement_cosine",
+    "inferpool_model_agreement_cosine_by_category",
+    "inferpool_model_retrieval_agreement",
     "inferpool_ready",
 }
 METRIC_NAMES = (

@@ -1,7 +1,11 @@
-"""Int8 CPU quantization for BERT-like sentence encoders (MiniLM and kin).
+"""Int8 CPU quantization for BERT-like sentence encoders: the SmoothQuant recipe.
 
-The recipe measured best on AVX2-only CPUs (see ``docs/quantization.md``, and
-``ops/bench/quantization.py`` to measure it again) is dynamic int8 quantization of every
+No longer the default: it was tuned on template English and fails the diverse guard
+(short texts down to min cosine 0.71); the default is ``worker.models.outlier_int8``. It
+stays selectable (``int8_options = {recipe = "smoothquant"}``), and ``agreement``/``embed``
+and the calibration hooks here are shared. The recipe measured best on template
+sentences (``docs/quantization.md``, ``ops/bench/quantization_sweep.py``) is dynamic int8
+quantization of every
 ``nn.Linear`` layer (``torch.ao.quantization.quantize_dynamic``, per-output-channel
 weights) with two additions, both on by default in ``quantize_int8``:
 
