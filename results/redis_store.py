@@ -115,6 +115,7 @@ class RedisResultStore(ResultStore):
             await self.publish_load(probe, LoadSummary(probe, updated_ms=now_ms()), PROBE_TTL_S)
             await client.delete(keys.load(probe))
             await client.exists(keys.cancel(probe))
+            await topology.run(scripts.CANCELLED, [], [[Item(keys.cancel(probe))]])
             # one hash tag, one slot: the probe leaves nothing behind for anyone to count
             await client.delete(keys.result(probe), keys.accepted(probe), keys.attempts(probe))
 
@@ -194,12 +195,15 @@ class RedisResultStore(ResultStore):
         self._require_started()
         if not request_ids:
             return []
-        pipe = self._connected().client.pipeline(transaction=False)
-        for request_id in request_ids:
-            pipe.exists(self._keys.cancel(request_id))
+        topology = self._connected()
+        items = [Item(self._keys.cancel(request_id)) for request_id in request_ids]
         with store_errors("cancel check"):
-            found = await pipe.execute()
-        return [bool(flag) for flag in found]
+            groups = await topology.run(scripts.CANCELLED, [], [items])
+        flags = [False] * len(request_ids)
+        for group in groups:
+            for index, flag in zip(group.positions(0), group.reply, strict=True):
+                flags[index] = bool(int(flag))
+        return flags
 
     async def publish_load(self, model: str, summary: LoadSummary, ttl_s: float) -> None:
         """``HSET`` the summary under this worker's field, and refresh the hash's TTL."""
