@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,28 +13,12 @@ from inferpool.errors import ResultTimeout
 from inferpool.protocol import (
     ErrorInfo,
     LoadSummary,
-    ResultKeys,
     ResultRecord,
     ResultStatus,
     now_ms,
 )
 from inferpool.protocol.wire import Encoding, WireTensor
-from inferpool.settings import InferpoolSettings
-from results import InMemoryResultStore, RedisResultStore, RequestState, ResultStore
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[ResultStore]:
-    backend: ResultStore
-    if request.param == "memory":
-        backend = InMemoryResultStore()
-    else:
-        settings: InferpoolSettings = request.getfixturevalue("settings")
-        backend = RedisResultStore(
-            settings.redis, ResultKeys(settings.result_key_prefix), ttl_s=60, poll_interval_s=30
-        )
-    async with backend:
-        yield backend
+from results import RequestState, ResultStore
 
 
 def ok(request_id: str, value: object = 1) -> ResultRecord:

@@ -4,30 +4,13 @@ appends, the restart entry of a new run, duplicates, cancel flags and following 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from inferpool.protocol import ResultKeys, ResultRecord, ResultStatus
 from inferpool.protocol.generation import EntryType, FinishReason, StreamEntry
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import InferpoolSettings
-from results import InMemoryResultStore, RedisResultStore, ResultStore
+from results import RedisResultStore, ResultStore
 from results.store import StreamAppend
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[ResultStore]:
-    backend: ResultStore
-    if request.param == "memory":
-        backend = InMemoryResultStore()
-    else:
-        settings: InferpoolSettings = request.getfixturevalue("settings")
-        backend = RedisResultStore(
-            settings.redis, ResultKeys(settings.result_key_prefix), ttl_s=60, poll_interval_s=30
-        )
-    async with backend:
-        yield backend
 
 
 def tokens(seq: int, text: str) -> StreamEntry:
