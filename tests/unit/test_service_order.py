@@ -101,3 +101,15 @@ def test_old_envelopes_are_normal_and_without_tenant() -> None:
     assert envelope.priority is Priority.NORMAL and envelope.tenant is None
     wire = RequestEnvelope(id="a", model="m", inputs=1).to_wire()
     assert "priority" not in wire and "tenant" not in wire
+
+
+def test_tenants_that_come_and_go_leave_no_state_behind() -> None:
+    batcher = Batcher(max_batch_size=8, max_wait_s=0.0)
+    for index in range(2000):  # every request names a tenant of its own
+        batcher.add(pending(index, tenant=f"t{index}"))
+    batcher.discard(lambda request: request.id.endswith("7"))
+    while batcher.take(now=1.0) is not None:
+        pass
+    assert len(batcher) == 0
+    queue = batcher._queues["echo"].requests  # the state under test (private)
+    assert all(not lane.tenants for lane in queue._lanes.values())

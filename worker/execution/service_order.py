@@ -133,6 +133,14 @@ class ServiceOrder:
         for sequence, request in entries:
             lane = self._lanes[request.envelope.priority]
             lane.round = max(lane.round, self._rounds.pop(sequence, lane.round))
+            self._forget_if_idle(lane, request.envelope.tenant)
+
+    def _forget_if_idle(self, lane: _Lane, tenant: str | None) -> None:
+        """A tenant with nothing queued starts a new active period when it comes back, so
+        its state can go: any producer can name new tenants, and they must not pile up."""
+        state = lane.tenants.get(tenant)
+        if state is not None and state.queued == 0:
+            del lane.tenants[tenant]
 
     def remove_if(self, predicate: Callable[[PendingRequest], bool]) -> list[Entry]:
         """Remove and return the queued entries matching ``predicate``."""
@@ -146,6 +154,7 @@ class ServiceOrder:
                     removed.append((sequence, request))
                     lane.tenants[request.envelope.tenant].queued -= 1
                     self._rounds.pop(sequence, None)
+                    self._forget_if_idle(lane, request.envelope.tenant)
             heapq.heapify(kept)
             lane.heap = kept
         self._size -= len(removed)
