@@ -40,6 +40,7 @@ class LaneGate:
             for lane in Priority
         }
         self._paused: set[TopicPartition] = set()
+        self._lanes: dict[str, Priority] = {}  # topic -> its lane, parsed once
 
     def cap(self, lane: Priority) -> int:
         return self._caps[lane]
@@ -49,7 +50,10 @@ class LaneGate:
         whether some lane is paused now."""
         by_lane: dict[Priority, list[TopicPartition]] = {lane: [] for lane in Priority}
         for partition in self._tracker.assigned():
-            by_lane[lane_of_topic(partition.topic)].append(partition)
+            lane = self._lanes.get(partition.topic)
+            if lane is None:
+                lane = self._lanes[partition.topic] = lane_of_topic(partition.topic)
+            by_lane[lane].append(partition)
         pause: list[TopicPartition] = []
         resume: list[TopicPartition] = []
         for lane, partitions in by_lane.items():
