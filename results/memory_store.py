@@ -85,6 +85,12 @@ class InMemoryResultStore(ResultStore):
             self.attempts[record_id] += delta
         return [self.attempts[record_id] for record_id in record_ids]
 
+    async def start_attempts(
+        self, record_ids: Sequence[str], request_ids: Sequence[str]
+    ) -> tuple[list[int], list[bool]]:
+        counts = await self.count_attempts(record_ids)
+        return counts, [request_id in self.cancels for request_id in request_ids]
+
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
         self._require_started()
         self._check("stream append")

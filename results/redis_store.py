@@ -166,6 +166,26 @@ class RedisResultStore(ResultStore):
                 counts[index] = int(count)
         return counts
 
+    async def start_attempts(
+        self, record_ids: Sequence[str], request_ids: Sequence[str]
+    ) -> tuple[list[int], list[bool]]:
+        """``scripts.START``: one command per node."""
+        topology = self._connected()
+        if not record_ids and not request_ids:
+            return [], []
+        attempts = [Item(self._keys.attempts(record_id)) for record_id in record_ids]
+        cancels = [Item(self._keys.cancel(request_id)) for request_id in request_ids]
+        with store_errors("attempt count"):
+            groups = await topology.run(scripts.START, [self._ttl_s], [attempts, cancels])
+        counts, flags = [0] * len(record_ids), [False] * len(request_ids)
+        for group in groups:
+            counted = group.positions(0)
+            for index, count in zip(counted, group.reply[: len(counted)], strict=True):
+                counts[index] = int(count)
+            for index, flag in zip(group.positions(1), group.reply[len(counted):], strict=True):
+                flags[index] = bool(int(flag))
+        return counts, flags
+
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
         """Every append by one script per node (``scripts.APPEND``)."""
         topology = self._connected()

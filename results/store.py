@@ -108,6 +108,13 @@ class ResultStore(Service, abc.ABC):
         """Add ``delta`` attempts at processing each record; each record's new count."""
 
     @abc.abstractmethod
+    async def start_attempts(
+        self, record_ids: Sequence[str], request_ids: Sequence[str]
+    ) -> tuple[list[int], list[bool]]:
+        """One attempt more at each record (its new count), and whether a client asked to
+        cancel each request: ``count_attempts`` and ``cancel_requested`` at once."""
+
+    @abc.abstractmethod
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[bool]:
         """Append each ``StreamAppend`` to its request's stream (the stream's TTL is the
         results'). Returns, per append, whether the request already had a result."""

@@ -23,7 +23,6 @@ from worker.admission.rate_limits import TenantRateLimits
 from worker.answers import Answers
 from worker.execution.batch_engine import BatchEngine
 from worker.execution.batcher import Batcher
-from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
 from worker.metrics import WorkerMetrics
 from worker.models.base import Model
@@ -49,9 +48,11 @@ class FakeConsumer:
     fail_commits: bool = False
     per_fetch: int = 1 << 30  # at most this many records per fetch
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]:
+    async def fetch(
+        self, timeout_ms: int, max_records: int, partitions: list[TopicPartition] | None = None
+    ) -> list[Any]:
         self.fetches += 1
-        if self.paused or not self.pending:
+        if self.paused or not self.pending or partitions == []:
             await asyncio.sleep(min(timeout_ms, 5) / 1000)
             return []
         count = min(max_records, self.per_fetch)
@@ -122,7 +123,6 @@ class StageKit:
         self.engine = BatchEngine(
             self.registry, Batcher(max_batch_size, max_wait_s),
             PoisonScreen(self.sink, max_attempts), self.settlement, self.answers, self.metrics,
-            cancels=CancelScreen(self.sink),
         )
         self.preparing: Counter[TopicPartition] = Counter()
         self.committer = Committer(self.consumer, self.tracker, self.metrics, 10)

@@ -128,14 +128,23 @@ class RequestConsumer(Service):
         assert self._consumer is not None
         return self._consumer
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]:
-        """Records from every assigned, unpaused partition, in offset order per partition.
+    async def fetch(
+        self, timeout_ms: int, max_records: int, partitions: Sequence[TopicPartition] | None = None
+    ) -> list[Any]:
+        """Records from every assigned, unpaused partition (or only from ``partitions``), in
+        offset order per partition. The records prefetched for a partition left out stay
+        where they are, for a later fetch.
 
         Never raises for what the broker sent: a fetch that fails (the broker away, or a
         batch aiokafka cannot read when the batch guard is not installed) is logged,
         counted, and retried after a back-off."""
+        only = () if partitions is None else self._assigned(partitions)
+        if partitions is not None and not only:  # revoked meanwhile; getmany() would read all
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
         try:
-            batches = await self._client.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            batches = await self._client.getmany(*only, timeout_ms=timeout_ms,
+                                                 max_records=max_records)
         except KafkaConnectionError as error:
             log.warning("consumer.fetch_failed", error=type(error).__name__)
             return []
@@ -161,13 +170,6 @@ class RequestConsumer(Service):
 
     def pause_all(self) -> None:
         self._client.pause(*self._client.assignment())
-
-    def pause(self, partitions: Sequence[TopicPartition]) -> None:
-        """Stop fetching these partitions (those still assigned) until ``resume``."""
-        self._client.pause(*self._assigned(partitions))
-
-    def resume(self, partitions: Sequence[TopicPartition]) -> None:
-        self._client.resume(*self._assigned(partitions))
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> list[Any]:
         wanted = set(partitions)

@@ -37,7 +37,6 @@ from worker.consumer import RequestConsumer
 from worker.engine import Engine
 from worker.execution.batch_engine import BatchEngine
 from worker.execution.batcher import Batcher
-from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
 from worker.execution.service_order import OrderPolicy
 from worker.execution.step_engine import StepEngine
@@ -162,7 +161,7 @@ class Worker(Service):
             consumer, self._tracker, Intake(registry, settings.max_request_bytes), preparation,
             by_model, settlement, sink, answers, preparing, settings.max_inflight_requests,
             settings.max_inflight_bytes, settings.max_attempts,
-            lane_gate=LaneGate(consumer, self._tracker, settings.max_inflight_requests, {
+            lane_gate=LaneGate(self._tracker, settings.max_inflight_requests, {
                 Priority.NORMAL: settings.lane_share_normal, Priority.LOW: settings.lane_share_low,
             }),
             rate_limits=TenantRateLimits(settings.tenant_rate_limits),
@@ -189,7 +188,7 @@ class Worker(Service):
                               registry.limits(settings.max_batch_size), order=order)
             engines.append(await stack.enter_async_context(BatchEngine(
                 ModelRegistry(one_shot), batches, poison, settlement, answers, self.metrics,
-                settings.stage_timeout_s, CancelScreen(sink),
+                settings.stage_timeout_s,
             )))
         for model in registry:
             if isinstance(model, GenerativeModel):

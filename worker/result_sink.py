@@ -64,6 +64,17 @@ class ResultSink:
             len(record_ids),
         )
 
+    async def start_attempts(
+        self, record_ids: Sequence[str], request_ids: Sequence[str]
+    ) -> tuple[list[int], list[bool]]:
+        """One attempt more at each record, and the requests' cancel flags, in one round
+        trip; retries until the store answers (a count is never skipped)."""
+        return await self._retrying(
+            lambda: self._store.start_attempts(record_ids, request_ids),
+            "start_attempts",
+            len(record_ids),
+        )
+
     async def count_attempts_now(
         self, record_ids: Sequence[str], timeout_s: float
     ) -> list[int] | None:

@@ -120,3 +120,14 @@ async def test_a_cancel_is_seen_only_for_its_request(store: ResultStore) -> None
     await store.request_cancel("c1")
     assert await store.cancel_requested(["c1", "c2"]) == [True, False]
     assert (await store.get("c1")).state is RequestState.UNKNOWN  # no result is made for it
+
+
+async def test_starting_attempts_counts_them_and_reads_the_cancel_flags(
+    store: ResultStore,
+) -> None:
+    await store.request_cancel("req-b")
+    assert await store.start_attempts(["rec-a", "rec-b"], ["req-a", "req-b"]) == (
+        [1, 1], [False, True])
+    assert await store.start_attempts(["rec-a"], ["req-a"]) == ([2], [False])
+    assert await store.count_attempts(["rec-b"], delta=0) == [1]
+    assert await store.start_attempts([], []) == ([], [])

@@ -63,30 +63,24 @@ def test_rate_limit_is_a_token_bucket_per_tenant() -> None:
     assert all(limits.allow(tenant, 0.5) for tenant in ("b", None) for _ in range(100))
 
 
-class Switch:
-    def __init__(self) -> None:
-        self.paused: set[TopicPartition] = set()
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused.update(partitions)
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused.difference_update(partitions)
-
-
-def test_lane_gate_pauses_a_lane_at_its_share_and_resumes_it() -> None:
-    tracker, switch = OffsetTracker(), Switch()
+def test_lane_gate_leaves_out_a_lane_at_its_share_until_it_has_room() -> None:
+    tracker = OffsetTracker()
     low, high = TopicPartition("req.low", 0), TopicPartition("req.high", 0)
-    tracker.assign([low, high])
-    gate = LaneGate(switch, tracker, 8, {Priority.LOW: 0.25})
+    normal = TopicPartition("req", 0)
+    tracker.assign([low, high, normal])
+    gate = LaneGate(tracker, 8, {Priority.LOW: 0.25})
+    assert gate.open_partitions() is None  # every lane open: the fetch reads them all
     tokens = [tracker.track(low, offset) for offset in range(2)]
     for offset in range(6):
         tracker.track(high, offset)
-    assert gate.update() is True
-    assert switch.paused == {low}  # low holds 2 of its 2; high 6 of its 8
+    assert sorted(gate.open_partitions() or []) == sorted([high, normal])  # low holds 2 of 2
     tracker.answer(tokens[0])
-    assert gate.update() is False
-    assert switch.paused == set()
+    assert gate.open_partitions() is None
+    lone = OffsetTracker()
+    lone.assign([low])
+    for offset in range(2):
+        lone.track(low, offset)
+    assert LaneGate(lone, 8, {Priority.LOW: 0.25}).open_partitions() == []  # nothing to read
 
 
 def summary(normal: int, rate: float, batch_ms: float = 50, high: int = 0) -> LoadSummary:

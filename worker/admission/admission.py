@@ -7,10 +7,11 @@ are settled in the background; accepted markers are written in the background to
 neither the store nor the broker can stall the fetch loop (a consumer that misses
 ``max_poll_interval_ms`` leaves its group).
 
-Back-pressure: while the records held (fetched, not yet answered) reach
-``max_inflight_requests`` or ``max_inflight_bytes``, every partition is paused; the
-consumer still polls now and then, so the group keeps this member. Below that, the
-``LaneGate`` pauses the partitions of a priority lane that holds its share.
+Back-pressure: once the records held (fetched, not yet answered) reach
+``max_inflight_requests`` or ``max_inflight_bytes``, every partition is paused until a
+quarter of both limits is free again; the consumer still polls now and then, so the group
+keeps this member. Below that, a fetch leaves out the partitions of a priority lane that
+holds its share (``LaneGate``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ ATTEMPT_COUNT_TIMEOUT_S = 2.0
 class RecordSource(Protocol):
     """What admission needs from the consumer (``RequestConsumer`` is the real one)."""
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> list[Any]: ...
+    async def fetch(
+        self, timeout_ms: int, max_records: int, partitions: Sequence[TopicPartition] | None = None
+    ) -> list[Any]: ...
 
     def pause_all(self) -> None: ...
 
@@ -107,26 +110,43 @@ class Admission:
             or self._tracker.held_bytes() >= self._max_bytes
         )
 
+    def _resumable(self) -> bool:
+        """Fetching paused at a limit resumes only once a quarter of it is free again:
+        aiokafka drops a paused partition's prefetched records and the broker reads them
+        again, so resuming at the first free slot paused it after every batch."""
+        return (
+            self._tracker.unanswered() <= self._max_requests - max(1, self._max_requests // 4)
+            and self._tracker.held_bytes() <= self._max_bytes - max(1, self._max_bytes // 4)
+        )
+
+    def _open_partitions(self) -> list[TopicPartition] | None:
+        return None if self._lane_gate is None else self._lane_gate.open_partitions()
+
+    def _may_resume(self) -> bool:
+        return self._resumable() and self._open_partitions() != []
+
     async def run(self) -> None:
         """Fetch and admit until ``stop_fetching``."""
         paused = False
         while self.fetching:
-            if self._full():
+            partitions = self._open_partitions()
+            # paused: at a limit, or every lane assigned here holds its share
+            if self._full() or partitions == [] or (paused and not self._resumable()):
                 if not paused:
                     self._consumer.pause_all()
                     paused = True
-                await self._tracker.wait_until(lambda: not self._full(), BACKPRESSURE_POLL_S)
-                if self._full():
+                await self._tracker.wait_until(self._may_resume, BACKPRESSURE_POLL_S)
+                if not self._may_resume():
                     await self._consumer.fetch(0, 1)  # a poll: the group keeps this member
                 continue
             if paused:
                 self._consumer.resume_all()
                 paused = False
-            # a lane paused at its share is resumed as soon as it has room: poll more often
-            gated = self._lane_gate is not None and self._lane_gate.update()
-            timeout_ms = GATED_FETCH_TIMEOUT_MS if gated else FETCH_TIMEOUT_MS
+            # a closed lane is read again as soon as it has room: fetch more often meanwhile
+            timeout_ms = FETCH_TIMEOUT_MS if partitions is None else GATED_FETCH_TIMEOUT_MS
             room = max(1, self._max_requests - self._tracker.unanswered())
-            records = await self._consumer.fetch(timeout_ms, min(room, MAX_FETCH_RECORDS))
+            records = await self._consumer.fetch(timeout_ms, min(room, MAX_FETCH_RECORDS),
+                                                 partitions)
             if records:
                 await self.admit(records)
         await asyncio.gather(*self._marking, return_exceptions=True)

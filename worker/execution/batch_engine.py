@@ -22,7 +22,6 @@ from inferpool.logs import get_logger
 from worker.answers import Answers
 from worker.engine import Settle
 from worker.execution.batcher import Batch, Batcher
-from worker.execution.cancellation import CancelScreen
 from worker.execution.poison import PoisonScreen
 from worker.execution.runner import ModelRunner
 from worker.metrics import WorkerMetrics
@@ -46,7 +45,6 @@ class BatchEngine(Service):
         answers: Answers,
         metrics: WorkerMetrics,
         stage_timeout_s: float | None = None,
-        cancels: CancelScreen | None = None,
     ) -> None:
         self._registry = registry
         self._batcher = batcher
@@ -55,7 +53,6 @@ class BatchEngine(Service):
         self._answers = answers
         self._metrics = metrics
         self._runner = ModelRunner(stage_timeout_s)
-        self._cancels = cancels
         self._arrived = asyncio.Event()
         self._model_freed = asyncio.Event()
         self._at_model = 0  # batches closed whose forward has not ended
@@ -159,11 +156,9 @@ class BatchEngine(Service):
 
     async def _run(self, batch: Batch) -> None:
         model = self._registry.get(batch.model)
-        requests, cancelled = batch.requests, list[PendingRequest]()
         try:
-            if self._cancels is not None:  # cancelled before they started: never run
-                requests, cancelled = await self._cancels.split(requests)
-            screened = await self._poison_screen.screen(requests)
+            # attempts counted and cancel flags read (a cancelled request never runs)
+            screened = await self._poison_screen.screen(batch.requests)
             fresh = await self._run_group(model, screened.fresh, batch.reason.value)
             if screened.suspects:
                 # A request that was running when a worker died runs alone, after its
@@ -180,7 +175,7 @@ class BatchEngine(Service):
             self._model_freed.set()
         answers = fresh + [self._answers.settles_rejected(r) for r in screened.poison]
         answers += [self._answers.settles_expired(r) for r in batch.expired]
-        answers += [self._answers.settles_cancelled(r) for r in cancelled]
+        answers += [self._answers.settles_cancelled(r) for r in screened.cancelled]
         await self._settlement.settle(answers)
         log.info(
             "batch.done",

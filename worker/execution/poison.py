@@ -1,9 +1,15 @@
-"""PoisonScreen: finds requests that kill their worker, using attempt counts in the result store.
+"""PoisonScreen: what a batch must know right before it runs, read in one round trip:
+which requests kill their worker (attempt counts) and which a client cancelled.
 
 An attempt is counted right before a request runs and forgotten once its result is stored
 (the result write deletes the count). So a count above one means an earlier run never
 finished: its worker died (or hung). Such suspects run alone, so that a crash is not blamed
 on their neighbours; past ``max_attempts`` a request is not run again.
+
+A request whose cancel key is set (``Producer.cancel``) is answered ``cancelled`` and never
+runs. Its flag is read by the same command that counts the batch's attempts
+(``ResultStore.start_attempts``): reading it separately was a second round trip per batch
+while the model waited.
 """
 
 from __future__ import annotations
@@ -23,23 +29,33 @@ class Screened:
     fresh: list[PendingRequest] = field(default_factory=list)  # first attempts: one batch
     suspects: list[PendingRequest] = field(default_factory=list)  # run alone, counted then
     poison: list[Rejection] = field(default_factory=list)  # never run again
+    cancelled: list[PendingRequest] = field(default_factory=list)  # cancelled before they ran
 
 
 class PoisonScreen:
-    def __init__(self, sink: ResultSink, max_attempts: int) -> None:
+    def __init__(self, sink: ResultSink, max_attempts: int, read_cancels: bool = True) -> None:
         self._sink = sink
         self._max_attempts = max_attempts
+        self._read_cancels = read_cancels
 
     async def screen(self, requests: list[PendingRequest]) -> Screened:
         screened = Screened()
         if not requests:
             return screened
-        counts = await self._sink.count_attempts([r.token.record_id for r in requests])
-        for request, count in zip(requests, counts, strict=True):
-            if count > self._max_attempts and request.record is not None:
+        record_ids = [r.token.record_id for r in requests]
+        if self._read_cancels:
+            counts, flags = await self._sink.start_attempts(record_ids, [r.id for r in requests])
+        else:
+            counts, flags = await self._sink.count_attempts(record_ids), [False] * len(requests)
+        for request, count, cancelled in zip(requests, counts, flags, strict=True):
+            if cancelled:
+                screened.cancelled.append(request)
+            elif count > self._max_attempts and request.record is not None:
                 screened.poison.append(self._reject(request, count - 1))
             else:
                 (screened.fresh if count <= 1 else screened.suspects).append(request)
+        if screened.cancelled:
+            log.info("request.cancelled", request_ids=[r.id for r in screened.cancelled])
         if screened.suspects:  # a suspect's attempt is counted again right before it runs
             suspects = [r.token.record_id for r in screened.suspects]
             await self._sink.count_attempts(suspects, delta=-1)

@@ -220,6 +220,7 @@ class StepEngine(Service):
             self._begin(request)
         answers = [self._answers.settles_expired(r) for r in expired]
         answers += [self._answers.settles_rejected(r) for r in screened.poison]
+        answers += [self._answers.settles_cancelled(r) for r in screened.cancelled]  # unrun
         self._settle_later(answers, [])
 
     def _begin(self, request: PendingRequest, alone: bool = False) -> None:
