@@ -47,11 +47,17 @@ class FakeConsumer:
     fetches: int = 0
     fail_commits: bool = False
     per_fetch: int = 1 << 30  # at most this many records per fetch
+    #: fetches wait for ever, as aiokafka's do while the group rebalances (set: inside one)
+    stuck: bool = False
+    inside_stuck_fetch: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def fetch(
         self, timeout_ms: int, max_records: int, partitions: list[TopicPartition] | None = None
     ) -> list[Any]:
         self.fetches += 1
+        if self.stuck:
+            self.inside_stuck_fetch.set()
+            await asyncio.Event().wait()
         if self.paused or not self.pending or partitions == []:
             await asyncio.sleep(min(timeout_ms, 5) / 1000)
             return []

@@ -123,6 +123,25 @@ async def test_fetching_pauses_at_the_request_limit_and_resumes_when_answered() 
     assert not kit.consumer.pending
 
 
+async def test_a_drain_cuts_short_a_fetch_that_waits_for_a_rebalance() -> None:
+    # aiokafka's getmany waits while the group rebalances (up to a session timeout when a
+    # member died): a draining worker must not wait for it, nor lose what it holds
+    model = Gate()
+    kit = StageKit(model)
+    kit.consumer.pending = records(2)
+
+    async def drained_while_fetching() -> None:
+        async with kit.running():
+            await asyncio.to_thread(model.entered.wait, 5)
+            kit.consumer.stuck = True
+            await kit.consumer.inside_stuck_fetch.wait()
+            model.open.set()
+
+    await asyncio.wait_for(drained_while_fetching(), 10)  # not the fetch's "for ever"
+    assert set(kit.store.values) == {"r0", "r1"}
+    assert kit.tracker.unanswered() == 0
+
+
 async def test_fetching_pauses_at_the_byte_limit() -> None:
     model = Gate()
     kit = StageKit(model, max_inflight_bytes=1)

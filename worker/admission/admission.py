@@ -99,10 +99,33 @@ class Admission:
         self._max_attempts = max_attempts
         self._preparing = preparing  # records in preparation, by partition (rebalances read it)
         self._marking: set[asyncio.Task[None]] = set()
+        self._fetch: asyncio.Future[list[Any]] | None = None  # the fetch under way, if any
         self.fetching = True
 
     def stop_fetching(self) -> None:
+        """No fetch after this one; a fetch under way is cut short (it may wait for as long
+        as the group takes to rebalance: a drain must not wait for that)."""
         self.fetching = False
+        if self._fetch is not None:
+            self._fetch.cancel()
+
+    async def _fetched(
+        self, timeout_ms: int, max_records: int,
+        partitions: Sequence[TopicPartition] | None = None,
+    ) -> list[Any]:
+        """``consumer.fetch``, or nothing if ``stop_fetching`` cut it short. (A record the
+        consumer had handed out is never lost that way: its offset is not committed.)"""
+        fetch = self._fetch = asyncio.ensure_future(
+            self._consumer.fetch(timeout_ms, max_records, partitions))
+        try:
+            return await fetch
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.fetching or (task is not None and task.cancelling()):
+                raise
+            return []
+        finally:
+            self._fetch = None
 
     def _full(self) -> bool:
         return (
@@ -137,7 +160,7 @@ class Admission:
                     paused = True
                 await self._tracker.wait_until(self._may_resume, BACKPRESSURE_POLL_S)
                 if not self._may_resume():
-                    await self._consumer.fetch(0, 1)  # a poll: the group keeps this member
+                    await self._fetched(0, 1)  # a poll: the group keeps this member
                 continue
             if paused:
                 self._consumer.resume_all()
@@ -145,8 +168,7 @@ class Admission:
             # a closed lane is read again as soon as it has room: fetch more often meanwhile
             timeout_ms = FETCH_TIMEOUT_MS if partitions is None else GATED_FETCH_TIMEOUT_MS
             room = max(1, self._max_requests - self._tracker.unanswered())
-            records = await self._consumer.fetch(timeout_ms, min(room, MAX_FETCH_RECORDS),
-                                                 partitions)
+            records = await self._fetched(timeout_ms, min(room, MAX_FETCH_RECORDS), partitions)
             if records:
                 await self.admit(records)
         await asyncio.gather(*self._marking, return_exceptions=True)
