@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from inferpool.errors import InvalidRequest
+from inferpool.errors import ConfigurationError, InvalidRequest
 
 
 class Priority(enum.StrEnum):
@@ -48,7 +48,15 @@ def lane_topic(topic: str, priority: Priority) -> str:
 
 
 def lane_topics(topic: str) -> list[str]:
-    """Every lane's topic of request topic ``topic``, high first."""
+    """Every lane's topic of request topic ``topic``, high first. ConfigurationError when
+    ``topic`` itself ends like a lane (a model named ``x.high``, say): its normal lane would
+    be read as the high lane of another topic, and its requests served out of order."""
+    lane = lane_of_topic(topic)
+    if lane is not Priority.NORMAL:
+        raise ConfigurationError(
+            f"request topic {topic!r} ends in '.{lane.value}', which names the {lane.value} "
+            "lane of another topic: rename the model or change INFERPOOL_REQUEST_TOPIC"
+        )
     return [lane_topic(topic, priority) for priority in Priority]
 
 

@@ -14,6 +14,7 @@ from inferpool.protocol import (
     ResultStatus,
     lane_of_topic,
     lane_topic,
+    lane_topics,
     now_ms,
     predicted_wait_s,
 )
@@ -43,6 +44,10 @@ def test_priority_and_tenant_travel_and_are_checked() -> None:
 def test_lane_topics() -> None:
     assert [lane_topic("req", p) for p in Priority] == ["req.high", "req", "req.low"]
     assert [lane_of_topic(t) for t in ("req.high", "req", "req.low")] == list(Priority)
+    assert lane_topics("req") == ["req.high", "req", "req.low"]
+    for clash in ("req.high", "requests.model.low"):  # a model named x.high, say
+        with pytest.raises(ConfigurationError, match="names the"):
+            lane_topics(clash)
 
 
 def test_tenant_settings_parse_and_refuse_nonsense() -> None:
