@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from inferpool.errors import ConfigurationError, InferpoolError
-from inferpool.lifecycle import Process
+from inferpool.lifecycle import SyncService
 
 LOOPBACK = "127.0.0.1"
 
@@ -51,7 +51,7 @@ def tansu_binary() -> Path:
     return path
 
 
-class EmbeddedProcess(Process):
+class EmbeddedProcess(SyncService):
     """A child process with a log file, started with ``with`` and stopped in order."""
 
     name = "process"

@@ -25,7 +25,7 @@ from inferpool.embedded import (
     redis_binary,
 )
 from inferpool.errors import ConfigurationError, InferpoolError
-from inferpool.lifecycle import Process
+from inferpool.lifecycle import SyncService
 
 POLL_S = 0.05
 
@@ -92,7 +92,7 @@ class ArgsRedis(EmbeddedRedis):
         return [*super().command(), *self.extra]
 
 
-class EmbeddedRedisCluster(Process):
+class EmbeddedRedisCluster(SyncService):
     """A Redis Cluster; ``node_timeout_ms`` is how soon a dead primary's replica takes over."""
 
     def __init__(
@@ -202,7 +202,7 @@ class SentinelProcess(EmbeddedProcess):
             return False
 
 
-class EmbeddedSentinel(Process):
+class EmbeddedSentinel(SyncService):
     """A primary, one replica and a sentinel; ``url`` is the ``redis+sentinel://`` form."""
 
     def __init__(self, service: str = "inferpool", down_after_ms: int = 1000) -> None:

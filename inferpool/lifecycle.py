@@ -80,10 +80,11 @@ class Service:
             )
 
 
-class Process:
-    """Base for the embedded services that run as local processes (synchronous: tests and
-    ``inferpool up`` start them before any event loop): ``with`` calls ``start()`` and
-    ``stop()``. Subclasses implement both; ``stop()`` must be safe after a failed start."""
+class SyncService:
+    """Base for what starts and stops without an event loop (the embedded services, which
+    tests and ``inferpool up`` start before any loop; the sync clients): ``with`` calls
+    ``start()`` and ``stop()``. Subclasses implement both; ``stop()`` must be safe after a
+    failed start."""
 
     def start(self) -> None:
         raise NotImplementedError

@@ -9,10 +9,10 @@ threads at once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from inferpool.errors import BrokerUnavailable
+from inferpool.lifecycle import SyncService
 from inferpool.protocol.wire import Encoding
 from inferpool.settings import InferpoolSettings
 from inferpool.sync import SyncBridge
@@ -22,7 +22,7 @@ from producer.client import Producer, SubmitRequest
 STUCK_LOOP_GRACE_S = 10.0
 
 
-class SyncProducer:
+class SyncProducer(SyncService):
     """``with SyncProducer(settings) as producer: producer.submit("echo", [1, 2])``."""
 
     def __init__(self, settings: InferpoolSettings, encoding: Encoding = Encoding.MSGPACK) -> None:
@@ -62,18 +62,8 @@ class SyncProducer:
         """Publish several requests; blocks until all are acknowledged; ids in order."""
         return self._bridge.call(self._bridge.service.submit_many(list(requests)))
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Flush, disconnect and stop the loop thread. Idempotent."""
         self._bridge.close()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    close = stop  # the name a client's users expect

@@ -8,9 +8,8 @@ same calls, blocking, for code without an event loop.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Iterator
-from types import TracebackType
-from typing import Self
 
+from inferpool.lifecycle import SyncService
 from inferpool.protocol import LoadSummary, ResultKeys, ResultRecord
 from inferpool.protocol.generation import StreamEntry
 from inferpool.settings import RedisSettings
@@ -32,7 +31,7 @@ class ResultReader(RedisResultStore):
 STUCK_LOOP_GRACE_S = 30.0
 
 
-class SyncResultReader:
+class SyncResultReader(SyncService):
     """A blocking ResultReader, used as ``with``; safe from any thread (its loop runs in a
     thread of its own)."""
 
@@ -44,16 +43,10 @@ class SyncResultReader:
     ) -> None:
         self._bridge = SyncBridge(ResultReader(redis, keys, poll_interval_s), "SyncResultReader")
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._bridge.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._bridge.close()
 
     def get(self, request_id: str) -> Lookup:

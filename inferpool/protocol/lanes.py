@@ -9,6 +9,7 @@ A worker reads every lane of its models; see docs/protocol.md, "Priority lanes".
 from __future__ import annotations
 
 import enum
+import functools
 
 from inferpool.errors import ConfigurationError, InvalidRequest
 
@@ -60,8 +61,10 @@ def lane_topics(topic: str) -> list[str]:
     return [lane_topic(topic, priority) for priority in Priority]
 
 
+@functools.lru_cache(maxsize=4096)
 def lane_of_topic(topic: str) -> Priority:
-    """The lane a topic is, by its suffix (a topic without one is a normal lane)."""
+    """The lane a topic is, by its suffix (a topic without one is a normal lane). Cached:
+    the worker asks for every request it answers, of a handful of topics."""
     for priority in (Priority.HIGH, Priority.LOW):
         if topic.endswith(f".{priority.value}"):
             return priority

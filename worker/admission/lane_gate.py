@@ -37,7 +37,6 @@ class LaneGate:
             lane: max(1, math.ceil(max_inflight_requests * shares.get(lane, 1.0)))
             for lane in Priority
         }
-        self._lanes: dict[str, Priority] = {}  # topic -> its lane, parsed once
 
     def cap(self, lane: Priority) -> int:
         return self._caps[lane]
@@ -47,10 +46,7 @@ class LaneGate:
         (read them all), else those of the lanes below their share (maybe none)."""
         by_lane: dict[Priority, list[TopicPartition]] = {}
         for partition in self._tracker.assigned():
-            lane = self._lanes.get(partition.topic)
-            if lane is None:
-                lane = self._lanes[partition.topic] = lane_of_topic(partition.topic)
-            by_lane.setdefault(lane, []).append(partition)
+            by_lane.setdefault(lane_of_topic(partition.topic), []).append(partition)
         open_: list[TopicPartition] = []
         closed = False
         for lane, partitions in by_lane.items():
