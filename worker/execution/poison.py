@@ -33,20 +33,17 @@ class Screened:
 
 
 class PoisonScreen:
-    def __init__(self, sink: ResultSink, max_attempts: int, read_cancels: bool = True) -> None:
+    def __init__(self, sink: ResultSink, max_attempts: int) -> None:
         self._sink = sink
         self._max_attempts = max_attempts
-        self._read_cancels = read_cancels
 
     async def screen(self, requests: list[PendingRequest]) -> Screened:
         screened = Screened()
         if not requests:
             return screened
-        record_ids = [r.token.record_id for r in requests]
-        if self._read_cancels:
-            counts, flags = await self._sink.start_attempts(record_ids, [r.id for r in requests])
-        else:
-            counts, flags = await self._sink.count_attempts(record_ids), [False] * len(requests)
+        counts, flags = await self._sink.start_attempts(
+            [r.token.record_id for r in requests], [r.id for r in requests]
+        )
         for request, count, cancelled in zip(requests, counts, flags, strict=True):
             if cancelled:
                 screened.cancelled.append(request)
