@@ -78,6 +78,9 @@ async def test_a_long_redis_outage_pauses_fetching_and_keeps_the_group(
     env = {
         "INFERPOOL_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT),
         "INFERPOOL_MAX_POLL_INTERVAL_MS": "4000",  # the outage outlasts this and the session
+        # the back-pressure limit is under test, not the normal lane's share of it (which
+        # would stop a normal-only load at half the limit, plus what one fetch overshoots)
+        "INFERPOOL_LANE_SHARE_NORMAL": "1",
     }
     [worker] = await fleet.start(["worker"], env=env)
     port = metrics_port(worker)
